@@ -1,0 +1,38 @@
+"""The ``flowsql`` command.
+
+Commands live with the layer they drive and register themselves here:
+run/demo/explain/validate (``flowsql.commands``), the job server
+(``flowsql.server.commands``) and benchmarks (``flowsql.bench.commands``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="flowsql",
+    help="Streaming SQL over Kafka topics, files and generated data.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+_COMMAND_MODULES = ("flowsql.commands", "flowsql.server.commands", "flowsql.bench.commands")
+
+
+def _register() -> None:
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    _register()
+    app()

@@ -1,0 +1,1 @@
+"""Sources and sinks: generator, memory, file, kafka; plus serde and dead letters."""

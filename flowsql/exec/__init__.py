@@ -1,0 +1,1 @@
+"""Vectorized operators over ``pyarrow.RecordBatch``."""

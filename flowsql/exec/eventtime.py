@@ -1,0 +1,150 @@
+"""Event-time normalisation: every batch entering the engine gets an int64
+``_timestamp`` column (epoch ms) taken from the query's event-time column.
+
+Integers are epoch ms; Arrow timestamps and ISO-8601 strings are converted.
+Rows whose event time is missing or cannot be converted are removed from the
+batch and returned as dead letters, so bad input never stops a job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowsql.errors import ExecutionError
+from flowsql.records import TIMESTAMP, DeadLetter
+
+#: Column names used as event time when nothing is configured and the input has
+#: no ``_timestamp`` column, in order of preference.
+FALLBACK_COLUMNS = ("timestamp", "event_time", "ts")
+
+
+class EventTimeAssigner:
+    """Computes ``_timestamp`` for each batch.
+
+    Args:
+        column: the configured event-time column, or None for "``_timestamp``
+            if present, else one of :data:`FALLBACK_COLUMNS`, else ingestion time".
+        source: input name used in dead letters.
+    """
+
+    def __init__(self, column: str | None = None, source: str = "") -> None:
+        self.column = column
+        self.source = source
+
+    def resolve(self, schema: pa.Schema) -> str | None:
+        """The column this batch's event time comes from (None = ingestion time)."""
+        names = set(schema.names)
+        if self.column is not None:
+            return self.column
+        if TIMESTAMP in names:
+            return TIMESTAMP
+        return next((c for c in FALLBACK_COLUMNS if c in names), None)
+
+    def assign(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[DeadLetter]]:
+        """Return the batch with an int64 ``_timestamp`` and the rows that had none."""
+        column = self.resolve(batch.schema)
+        if column is None:
+            now = int(time.time() * 1000)
+            ts: pa.Array = pa.array(np.full(batch.num_rows, now, dtype=np.int64))
+            return _set_column(batch, ts), []
+        if column not in batch.schema.names:
+            raise ExecutionError(
+                f"event-time column '{column}' is not in input '{self.source}'"
+                f" (columns: {', '.join(batch.schema.names)})"
+            )
+        raw = batch.column(column)
+        ts, bad_error = to_epoch_ms(raw)
+        if ts.null_count == 0:
+            return _set_column(batch, ts), []
+        bad = ts.is_null()
+        good = pc.invert(bad)
+        bad_rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        letters = [
+            DeadLetter(
+                f"event-time column '{column}': {bad_error or 'missing value'}"
+                f" (got {raw[int(i)].as_py()!r})",
+                _row_json(batch, int(i)),
+                self.source,
+                _position(batch, int(i)),
+            )
+            for i in bad_rows  # only the bad rows: the good path stays vectorized
+        ]
+        kept = _set_column(batch, ts).filter(good)
+        return kept, letters
+
+
+def to_epoch_ms(arr: pa.Array) -> tuple[pa.Array, str]:
+    """Convert an event-time column to int64 epoch ms; unconvertible values -> null."""
+    t = arr.type
+    if pa.types.is_integer(t):
+        return arr.cast(pa.int64()), ""
+    if pa.types.is_floating(t):
+        return pc.floor(arr).cast(pa.int64(), safe=False), ""
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            return arr.cast(pa.timestamp("ms")).cast(pa.int64()), ""
+        return arr.cast(pa.timestamp("ms", t.tz)).cast(pa.int64()), ""
+    if pa.types.is_date(t):
+        return arr.cast(pa.timestamp("ms")).cast(pa.int64()), ""
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _parse_strings(arr)
+    if pa.types.is_dictionary(t):
+        return to_epoch_ms(arr.dictionary_decode())
+    nulls = pa.nulls(len(arr), pa.int64())
+    return nulls, f"type {t} cannot be an event time (need integer ms, timestamp or ISO string)"
+
+
+def _parse_strings(arr: pa.Array) -> tuple[pa.Array, str]:
+    # Integers in strings are epoch ms; otherwise ISO-8601.
+    as_int = pc.cast(pc.if_else(pc.match_substring_regex(arr, r"^-?\d+$"), arr, None), pa.int64())
+    out = []
+    for fmt_arr in (as_int, _iso(arr)):
+        out.append(fmt_arr)
+    merged = pc.coalesce(*out)
+    return merged, "not an epoch-ms integer or ISO-8601 timestamp"
+
+
+def _iso(arr: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(arr, pa.timestamp("ms")).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # Row-wise fallback for mixed/invalid values: only on batches that have them.
+    parsed = []
+    for v in arr.to_pylist():
+        try:
+            parsed.append(
+                pa.scalar(v).cast(pa.timestamp("ms")).cast(pa.int64()).as_py()
+                if v is not None
+                else None
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed.append(None)
+    return pa.array(parsed, pa.int64())
+
+
+def _set_column(batch: pa.RecordBatch, ts: pa.Array) -> pa.RecordBatch:
+    idx = batch.schema.get_field_index(TIMESTAMP)
+    if idx >= 0:
+        return batch.set_column(idx, TIMESTAMP, ts)
+    return batch.append_column(TIMESTAMP, ts)
+
+
+def _row_json(batch: pa.RecordBatch, i: int) -> str:
+    row = batch.slice(i, 1).to_pylist()[0]
+    return json.dumps(row, default=str)
+
+
+def _position(batch: pa.RecordBatch, i: int) -> str:
+    names = batch.schema.names
+    parts = [
+        f"{c}={batch.column(c)[i].as_py()}"
+        for c in ("_partition", "_offset", "_line")
+        if c in names
+    ]
+    return " ".join(parts) or f"row {i}"

@@ -1,0 +1,1 @@
+"""Frozen logical plan nodes and expressions (the contract between sql and exec)."""

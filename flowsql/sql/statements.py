@@ -1,0 +1,270 @@
+"""Split a SQL file into statements and parse each into a sqlglot AST.
+
+Token positions always refer to the whole file, so every error reports the
+line and column of the original text. Two forms are rewritten on the token
+stream before sqlglot sees it:
+
+- ``CREATE [OR REPLACE] STREAM|TABLE [IF NOT EXISTS] name [WITH (...)] AS`` is
+  stripped (kind, name and properties are kept on the :class:`SourceStatement`).
+- ``OVER (ROWS WINDOW BUFFER n ROWS ...)`` becomes ``OVER (... ROWS BETWEEN n-1
+  PRECEDING AND CURRENT ROW)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
+
+from flowsql.errors import SqlSyntaxError
+from flowsql.sql.diagnostics import error_at, from_parse_error, keyword_hint, position
+from flowsql.sql.dialect import FlowSQL
+
+_ANNOTATION = re.compile(r"^\s*--\s*@([\w.\-]+)\s*:\s*(.*?)\s*$", re.MULTILINE)
+_WORD = re.compile(r"^[A-Za-z_][\w$]*$")
+_STARTS = (TokenType.SELECT, TokenType.CREATE, TokenType.L_PAREN)
+_CLAUSES = (
+    TokenType.WHERE,
+    TokenType.GROUP_BY,
+    TokenType.HAVING,
+    TokenType.WINDOW,
+    TokenType.ORDER_BY,
+    TokenType.LIMIT,
+)
+
+DIALECT = FlowSQL()
+
+
+@dataclass(frozen=True)
+class SourceStatement:
+    """One statement of a file, ready to parse."""
+
+    sql: str  # the whole file
+    tokens: list[Token]
+    kind: str = "select"
+    name: str = "query"
+    properties: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The statement's own text."""
+        return self.sql[self.tokens[0].start : self.tokens[-1].end + 1] if self.tokens else ""
+
+    @property
+    def line(self) -> int:
+        """First line of the statement in the file."""
+        return position(self.sql, self.tokens[0].start).line if self.tokens else 1
+
+
+def tokenize(sql: str) -> list[Token]:
+    """All tokens of ``sql``.
+
+    Raises:
+        SqlSyntaxError: e.g. an unterminated string, at its position.
+    """
+    tokenizer = DIALECT.tokenizer()
+    try:
+        return tokenizer.tokenize(sql)
+    except TokenError as err:
+        start = getattr(tokenizer, "_start", len(sql))
+        return _raise(error_at(f"cannot read the SQL text: {err}", sql, None, end=start))
+
+
+def _raise(err: SqlSyntaxError) -> list[Token]:
+    raise err
+
+
+def split(sql: str) -> list[list[Token]]:
+    """The tokens of each ``;``-separated statement (empty statements dropped)."""
+    groups: list[list[Token]] = [[]]
+    for token in tokenize(sql):
+        if token.token_type == TokenType.SEMICOLON:
+            groups.append([])
+        else:
+            groups[-1].append(token)
+    return [g for g in groups if g]
+
+
+def annotations_before(sql: str, tokens: list[Token], previous_end: int) -> dict[str, str]:
+    """``-- @key: value`` comments between the previous statement and this one."""
+    region = sql[previous_end : tokens[0].start]
+    return {m.group(1): m.group(2) for m in _ANNOTATION.finditer(region)}
+
+
+def prepare(sql: str, tokens: list[Token], previous_end: int = 0) -> SourceStatement:
+    """Check the statement's start, strip a CREATE prefix and rewrite BUFFER frames."""
+    notes = annotations_before(sql, tokens, previous_end)
+    first = tokens[0]
+    if first.token_type not in _STARTS:
+        hint = keyword_hint(first.text)
+        raise error_at(
+            "a statement must start with SELECT or CREATE STREAM|TABLE name AS SELECT",
+            sql,
+            first,
+            hint=hint or "write SELECT ... FROM ...",
+        )
+    kind, name, body = "select", "query", tokens
+    props: dict[str, str] = {}
+    if first.token_type == TokenType.CREATE:
+        kind, name, props, body = _strip_create(sql, tokens)
+    _check_from(sql, body)
+    return SourceStatement(sql, _rewrite_buffers(sql, body), kind, name, props, notes)
+
+
+def parse_tokens(source: SourceStatement) -> exp.Select:
+    """Parse one prepared statement into a sqlglot SELECT.
+
+    Raises:
+        SqlSyntaxError: with the position of the offending token.
+    """
+    parser = DIALECT.parser()
+    try:
+        trees = parser.parse(source.tokens, source.sql)
+    except ParseError as err:
+        token = getattr(parser, "flow_error_token", None)
+        raise from_parse_error(err, source.sql, token, source.tokens) from None
+    tree = trees[0] if len(trees) == 1 else None
+    if not isinstance(tree, exp.Select):
+        raise error_at(
+            "only SELECT queries are supported (UNION, VALUES and others are not)",
+            source.sql,
+            source.tokens[0],
+        )
+    return tree
+
+
+# -- CREATE STREAM|TABLE name [WITH (...)] AS ---------------------------------------
+
+
+def _strip_create(sql: str, tokens: list[Token]) -> tuple[str, str, dict[str, str], list[Token]]:
+    i = 1
+    if _text(tokens, i) == "OR" and _text(tokens, i + 1) == "REPLACE":
+        i += 2
+    kind = _text(tokens, i)
+    if kind not in ("STREAM", "TABLE"):
+        raise _create_error(sql, tokens, i)
+    i += 1
+    if [_text(tokens, j) for j in range(i, i + 3)] == ["IF", "NOT", "EXISTS"]:
+        i += 3
+    if i >= len(tokens) or not _is_name(tokens[i]):
+        raise _create_error(sql, tokens, i)
+    name = tokens[i].text
+    i += 1
+    props: dict[str, str] = {}
+    if _text(tokens, i) == "WITH" and _text(tokens, i + 1) == "(":
+        props, i = _token_properties(sql, tokens, i + 2)
+    if _text(tokens, i) != "AS":
+        raise _create_error(sql, tokens, i)
+    return kind.lower(), name, props, tokens[i + 1 :]
+
+
+def _is_name(token: Token) -> bool:
+    return token.token_type == TokenType.IDENTIFIER or bool(_WORD.match(token.text))
+
+
+def _text(tokens: list[Token], i: int) -> str:
+    return tokens[i].text.upper() if i < len(tokens) else ""
+
+
+def _create_error(sql: str, tokens: list[Token], i: int) -> SqlSyntaxError:
+    token = tokens[i] if i < len(tokens) else None
+    return error_at(
+        "expected CREATE STREAM|TABLE name AS SELECT ...",
+        sql,
+        token,
+        hint=keyword_hint(token.text) if token else "",
+        end=tokens[-1].end + 1,
+    )
+
+
+def _token_properties(sql: str, tokens: list[Token], i: int) -> tuple[dict[str, str], int]:
+    """ksqlDB's ``CREATE STREAM s WITH (k = 'v', ...) AS``: parse up to the ')'."""
+    props: dict[str, str] = {}
+    while i + 2 < len(tokens) and tokens[i + 1].token_type == TokenType.EQ:
+        props[tokens[i].text] = tokens[i + 2].text
+        i += 3
+        if _text(tokens, i) != ",":
+            break
+        i += 1
+    if _text(tokens, i) != ")":
+        raise error_at("expected WITH ('key' = 'value', ...)", sql, tokens[min(i, len(tokens) - 1)])
+    return props, i + 1
+
+
+# -- FROM must be there -------------------------------------------------------------
+
+
+def _check_from(sql: str, tokens: list[Token]) -> None:
+    if any(t.token_type == TokenType.FROM for t in tokens):
+        return
+    clause = next((t for t in tokens if t.token_type in _CLAUSES), None)
+    raise error_at(
+        "missing FROM clause",
+        sql,
+        clause,
+        hint="add FROM <stream> after the SELECT list",
+        end=tokens[-1].end + 1,
+    )
+
+
+# -- OVER (ROWS WINDOW BUFFER n ROWS ...) -------------------------------------------
+
+
+def _rewrite_buffers(sql: str, tokens: list[Token]) -> list[Token]:
+    out = list(tokens)
+    i = 0
+    while i + 4 < len(out):
+        words = [out[j].text.upper() for j in range(i, i + 5)]
+        if words[:3] == ["ROWS", "WINDOW", "BUFFER"] and words[4] == "ROWS":
+            out = _rewrite_buffer_at(sql, out, i)
+        i += 1
+    return out
+
+
+def _rewrite_buffer_at(sql: str, tokens: list[Token], i: int) -> list[Token]:
+    size_token = tokens[i + 3]
+    if size_token.token_type != TokenType.NUMBER or not size_token.text.isdigit():
+        raise error_at("ROWS WINDOW BUFFER needs a whole number of rows", sql, size_token)
+    if int(size_token.text) < 1:
+        raise error_at("ROWS WINDOW BUFFER needs at least 1 row", sql, size_token)
+    close = _closing_paren(tokens, i + 5)
+    if close is None:
+        raise error_at("expected ')' to close OVER (...)", sql, None, end=tokens[-1].end + 1)
+    frame = _frame_tokens(int(size_token.text) - 1, size_token)
+    return tokens[:i] + tokens[i + 5 : close] + frame + tokens[close:]
+
+
+def _closing_paren(tokens: list[Token], start: int) -> int | None:
+    depth = 0
+    for j in range(start, len(tokens)):
+        kind = tokens[j].token_type
+        if kind == TokenType.L_PAREN:
+            depth += 1
+        elif kind == TokenType.R_PAREN:
+            if depth == 0:
+                return j
+            depth -= 1
+    return None
+
+
+def _frame_tokens(preceding: int, at: Token) -> list[Token]:
+    frame = DIALECT.tokenizer().tokenize(f"ROWS BETWEEN {preceding} PRECEDING AND CURRENT ROW")
+    return [Token(t.token_type, t.text, at.line, at.col, at.start, at.end) for t in frame]
+
+
+def read(sql: str) -> list[SourceStatement | SqlSyntaxError]:
+    """Every statement of a file, prepared; a statement that cannot be prepared
+    is returned as its error so callers can keep going."""
+    out: list[SourceStatement | SqlSyntaxError] = []
+    previous_end = 0
+    for tokens in split(sql):
+        try:
+            out.append(prepare(sql, tokens, previous_end))
+        except SqlSyntaxError as err:
+            out.append(err)
+        previous_end = tokens[-1].end + 1
+    return out

@@ -1,0 +1,683 @@
+"""Message formats: bytes <-> Arrow columns, a batch of messages at a time.
+
+A :class:`Deserializer` turns the values of many Kafka messages into one
+``pyarrow.RecordBatch`` plus the list of messages it could not decode (for the
+dead-letter sink). A :class:`Serializer` turns a result batch into one
+``bytes`` value per row.
+
+Formats (``'<stream>.format'``):
+
+- ``json``: one JSON object per message. Decoded in bulk: the values are
+  joined with newlines and parsed by Arrow's C++ JSON reader in one call; only
+  a batch that fails falls back to message-by-message decoding to find the bad
+  ones. Encoded with msgspec (decimals as strings, timestamps as ISO text).
+- ``avro``: schemaless Avro (fastavro); the schema comes from
+  ``'<stream>.avro.schema'`` (JSON text) or ``'<stream>.avro.schema.file'``.
+  With ``'<stream>.avro.confluent'='true'`` the 5-byte Confluent wire header
+  (magic byte + schema id) is skipped on read and written as id 0 on write.
+  A sink without a schema derives one from the result columns.
+- ``protobuf``: schema from ``'<stream>.proto.file'`` (a .proto file compiled
+  with protoc from grpcio-tools), message ``'<stream>.proto.message'`` (default:
+  the file's first message).
+- ``raw``/``string``: the value as one ``value`` string column; ``bytes``: as a
+  binary column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+
+from flowsql.errors import ConfigError, ConnectorError
+
+FORMATS = ("json", "avro", "protobuf", "raw", "string", "bytes")
+VALUE_COLUMN = "value"
+
+
+@dataclass
+class Decoded:
+    """The result of decoding a batch of messages.
+
+    ``batch`` holds one row per good message, in input order; ``rows`` are the
+    input indices of those rows (None = every message was good); ``errors``
+    are ``(input index, reason)`` for the others.
+    """
+
+    batch: pa.RecordBatch
+    rows: np.ndarray | None = None
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Deserializer(Protocol):
+    """Decodes message values, many at a time."""
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded: ...
+
+
+class Serializer(Protocol):
+    """Encodes each row of a batch to one message value."""
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]: ...
+
+
+# -- JSON -------------------------------------------------------------------
+
+
+class JsonDeserializer:
+    """JSON objects -> columns, in bulk.
+
+    The column types seen first are kept for later batches (an integer column
+    widens to float when a fractional value arrives), so downstream operators
+    see a stable schema.
+    """
+
+    def __init__(self) -> None:
+        self.schema: pa.Schema | None = None
+        self._read = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        if not values:
+            return Decoded(pa.record_batch({}))
+        if None not in values:
+            table = self._bulk(values)
+            if table is not None:
+                return Decoded(self._stabilise(table))
+        return self._one_by_one(values)
+
+    def _bulk(self, values: Sequence[bytes | None]) -> pa.Table | None:
+        try:
+            table = pj.read_json(io.BytesIO(b"\n".join(values)), read_options=self._read)  # type: ignore[arg-type]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        # A value holding raw newlines splits into several lines: not 1:1 any more.
+        return table if table.num_rows == len(values) else None
+
+    def _one_by_one(self, values: Sequence[bytes | None]) -> Decoded:
+        rows: list[dict[str, Any]] = []
+        good: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for i, value in enumerate(values):
+            reason, obj = _json_object(value)
+            if reason:
+                errors.append((i, reason))
+            else:
+                rows.append(obj)
+                good.append(i)
+        table, bad = _typed_table(rows, self.schema)
+        if bad:
+            keep = np.setdiff1d(np.arange(len(rows)), [b for b, _ in bad])
+            errors += [(good[b], why) for b, why in bad]
+            table = table.take(pa.array(keep, pa.int64()))
+            good = [good[k] for k in keep]
+        errors.sort()
+        return Decoded(self._stabilise(table), np.asarray(good, dtype=np.int64), errors)
+
+    def _stabilise(self, table: pa.Table) -> pa.RecordBatch:
+        table, self.schema = unify(table, self.schema)
+        return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table.schema)
+
+
+def _json_object(value: bytes | None) -> tuple[str, Any]:
+    if value is None:
+        return "null message value (tombstone)", None
+    try:
+        obj = msgspec.json.decode(value)
+    except msgspec.DecodeError as exc:
+        return f"invalid JSON: {exc}", None
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}", None
+    return "", obj
+
+
+def _typed_table(
+    rows: list[dict[str, Any]], schema: pa.Schema | None
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """Rows -> table; rows whose field has the wrong type are reported, not fatal."""
+    names: dict[str, None] = dict.fromkeys(schema.names if schema else ())
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    columns: dict[str, pa.Array] = {}
+    bad: dict[int, str] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        want = schema.field(name).type if schema and name in schema.names else None
+        columns[name], col_bad = _typed_column(name, values, want)
+        for i, why in col_bad:
+            bad.setdefault(i, why)
+    table = pa.table(columns) if columns else pa.Table.from_pylist([{} for _ in rows])
+    return table, sorted(bad.items())
+
+
+def _typed_column(
+    name: str, values: list[Any], want: pa.DataType | None
+) -> tuple[pa.Array, list[tuple[int, str]]]:
+    try:
+        arr = pa.array(values)
+        if want is not None and arr.type != want and not pa.types.is_null(arr.type):
+            arr = arr.cast(want) if _widens(arr.type, want) else arr
+        return arr, []
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    kind = _py_kind(next((v for v in values if v is not None), None), want)
+    if kind is int:
+        kind = float  # a fractional value in an integer column widens it
+    bad = [
+        (i, f"field '{name}': expected {kind.__name__}, got {type(v).__name__} ({v!r:.40})")
+        for i, v in enumerate(values)
+        if v is not None and not _is_kind(v, kind)
+    ]
+    bad_rows = {i for i, _ in bad}
+    cleaned = [None if i in bad_rows else v for i, v in enumerate(values)]
+    return pa.array(cleaned, pa.float64() if kind is float else None), bad
+
+
+def _py_kind(sample: Any, want: pa.DataType | None) -> type:
+    if want is not None:
+        if pa.types.is_floating(want):
+            return float
+        if pa.types.is_integer(want):
+            return int
+        if pa.types.is_string(want):
+            return str
+    return float if isinstance(sample, int) and not isinstance(sample, bool) else type(sample)
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _widens(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_integer(have) and (pa.types.is_floating(want) or pa.types.is_integer(want)):
+        return True
+    return pa.types.is_floating(have) and pa.types.is_floating(want)
+
+
+def unify(table: pa.Table, schema: pa.Schema | None) -> tuple[pa.Table, pa.Schema]:
+    """Cast ``table`` to the schema seen before, widening that schema where needed.
+
+    int -> float widening and null -> T are absorbed; new columns are added to
+    the schema; columns missing from this batch are filled with nulls.
+    """
+    if schema is None:
+        return table, table.schema
+    fields = {f.name: f for f in schema}
+    for f in table.schema:
+        old = fields.get(f.name)
+        if old is None or pa.types.is_null(old.type):
+            fields[f.name] = f
+        elif pa.types.is_integer(old.type) and pa.types.is_floating(f.type):
+            fields[f.name] = pa.field(f.name, f.type)
+    merged = pa.schema(list(fields.values()))
+    columns = []
+    for f in merged:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        columns.append(col if col.type == f.type else _cast(col, f.type))
+    return pa.table(columns, schema=merged), merged
+
+
+def _cast(col: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+    try:
+        return col.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return col.cast(to, safe=False) if pa.types.is_floating(to) else col
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+
+
+class JsonSerializer:
+    """Rows -> JSON objects (decimals as strings, timestamps as ISO-8601)."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_json_default, decimal_format="string")
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        if batch.num_rows == 0:
+            return []
+        text = self._encoder.encode_lines(batch.to_pylist())
+        return text.split(b"\n")[:-1]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.timedelta):
+        return int(value.total_seconds() * 1000)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise NotImplementedError(f"cannot encode {type(value).__name__} as JSON")
+
+
+# -- raw ---------------------------------------------------------------------
+
+
+class RawDeserializer:
+    """The value as one column: ``value`` (utf-8 string, or binary for 'bytes')."""
+
+    def __init__(self, binary: bool = False) -> None:
+        self.binary = binary
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        arr = pa.array(values, pa.binary())
+        if self.binary:
+            return Decoded(pa.record_batch({VALUE_COLUMN: arr}))
+        try:
+            return Decoded(pa.record_batch({VALUE_COLUMN: arr.cast(pa.string())}))
+        except pa.ArrowInvalid:
+            return self._one_by_one(values)
+
+    def _one_by_one(self, values: Sequence[bytes | None]) -> Decoded:
+        good: list[int] = []
+        out: list[str | None] = []
+        errors: list[tuple[int, str]] = []
+        for i, v in enumerate(values):
+            try:
+                out.append(None if v is None else v.decode("utf-8"))
+                good.append(i)
+            except UnicodeDecodeError as exc:
+                errors.append((i, f"not UTF-8 text: {exc}"))
+        batch = pa.record_batch({VALUE_COLUMN: pa.array(out, pa.string())})
+        return Decoded(batch, np.asarray(good, dtype=np.int64), errors)
+
+
+class RawSerializer:
+    """The ``value`` column (or the only column) as the message value."""
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        names = batch.schema.names
+        col = batch.column(VALUE_COLUMN if VALUE_COLUMN in names else 0)
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            return [b"" if v is None else v for v in col.to_pylist()]
+        return [b"" if v is None else str(v).encode() for v in col.to_pylist()]
+
+
+# -- Avro --------------------------------------------------------------------
+
+_CONFLUENT_HEADER = struct.Struct(">bI")
+
+_AVRO_ARROW: dict[str, pa.DataType] = {
+    "boolean": pa.bool_(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "bytes": pa.binary(),
+}
+
+
+class AvroDeserializer:
+    """Schemaless Avro records -> columns (fastavro, one call per message)."""
+
+    def __init__(self, schema: dict[str, Any], confluent: bool = False) -> None:
+        import fastavro
+
+        self._parsed = fastavro.parse_schema(schema)
+        self._read = fastavro.schemaless_reader
+        self.fields = [f["name"] for f in schema.get("fields", [])]
+        self.arrow = pa.schema([(f["name"], avro_to_arrow(f["type"])) for f in schema["fields"]])
+        self.skip = _CONFLUENT_HEADER.size if confluent else 0
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        read, parsed, skip = self._read, self._parsed, self.skip
+        rows: list[Any] = []
+        good: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for i, value in enumerate(values):
+            try:
+                stream = io.BytesIO(value)  # type: ignore[arg-type]
+                stream.seek(skip)
+                rows.append(read(stream, parsed))
+                good.append(i)
+            except Exception as exc:  # fastavro raises many kinds for bad bytes
+                errors.append((i, f"invalid Avro: {type(exc).__name__}: {exc}"))
+        columns = {name: [r.get(name) for r in rows] for name in self.fields}
+        batch = pa.RecordBatch.from_pydict(columns, schema=self.arrow)
+        rows_idx = None if not errors else np.asarray(good, dtype=np.int64)
+        return Decoded(batch, rows_idx, errors)
+
+
+def avro_to_arrow(avro_type: Any) -> pa.DataType:
+    """Arrow type of an Avro field type (unions with null become nullable)."""
+    if isinstance(avro_type, list):
+        non_null = [t for t in avro_type if t != "null"]
+        return avro_to_arrow(non_null[0]) if len(non_null) == 1 else pa.string()
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        if logical == "timestamp-millis":
+            return pa.timestamp("ms", tz="UTC")
+        if logical == "timestamp-micros":
+            return pa.timestamp("us", tz="UTC")
+        if logical == "decimal":
+            return pa.decimal128(int(avro_type["precision"]), int(avro_type.get("scale", 0)))
+        if avro_type.get("type") == "array":
+            return pa.list_(avro_to_arrow(avro_type["items"]))
+        if avro_type.get("type") == "record":
+            return pa.struct([(f["name"], avro_to_arrow(f["type"])) for f in avro_type["fields"]])
+        if avro_type.get("type") == "enum":
+            return pa.string()
+        return avro_to_arrow(avro_type.get("type"))
+    if avro_type not in _AVRO_ARROW:
+        raise ConfigError("avro.schema", avro_type, ", ".join(_AVRO_ARROW))
+    return _AVRO_ARROW[avro_type]
+
+
+def arrow_to_avro(schema: pa.Schema, name: str = "Row") -> dict[str, Any]:
+    """An Avro record schema for result rows (every field nullable)."""
+    return {
+        "type": "record",
+        "name": name,
+        "fields": [{"name": f.name, "type": ["null", _avro_type(f.type)]} for f in schema],
+    }
+
+
+def _avro_type(t: pa.DataType) -> Any:
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        return "long"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_decimal(t):
+        return {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": t.precision,
+            "scale": t.scale,
+        }
+    if pa.types.is_timestamp(t):
+        return {"type": "long", "logicalType": "timestamp-millis"}
+    if pa.types.is_binary(t):
+        return "bytes"
+    if pa.types.is_dictionary(t):
+        return _avro_type(t.value_type)
+    return "string"
+
+
+class AvroSerializer:
+    """Rows -> schemaless Avro (the declared schema, else one derived from the columns)."""
+
+    def __init__(self, schema: dict[str, Any] | None = None, confluent: bool = False) -> None:
+        self.schema = schema
+        self._parsed: Any = None
+        self.header = _CONFLUENT_HEADER.pack(0, 0) if confluent else b""
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        import fastavro
+
+        if self._parsed is None:
+            self._parsed = fastavro.parse_schema(self.schema or arrow_to_avro(batch.schema))
+        write, parsed, header = fastavro.schemaless_writer, self._parsed, self.header
+        out = []
+        for row in batch.to_pylist():
+            buf = io.BytesIO()
+            buf.write(header)
+            write(buf, parsed, row)
+            out.append(buf.getvalue())
+        return out
+
+
+# -- Protobuf ----------------------------------------------------------------
+
+
+def compile_proto(path: str | Path, message: str | None = None) -> type:
+    """Compile a .proto file with protoc (grpcio-tools) and return the message class.
+
+    Args:
+        path: the .proto file; imports are resolved from its directory and the
+            well-known types shipped with grpcio-tools.
+        message: message name (with or without package); default: the file's
+            first message.
+
+    Raises:
+        ConnectorError: protoc is missing or the file does not compile.
+    """
+    try:
+        import grpc_tools
+        from grpc_tools import protoc
+    except ImportError as exc:
+        raise ConnectorError(
+            "protobuf format needs protoc: pip install 'flowsql[kafka]' (grpcio-tools)"
+        ) from exc
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = Path(path).resolve()
+    if not proto.is_file():
+        raise ConnectorError(f"proto file not found: {proto}")
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    fd, out = tempfile.mkstemp(suffix=".pb")
+    os.close(fd)
+    try:
+        args = ["protoc", f"-I{proto.parent}", f"-I{include}", "--include_imports"]
+        if protoc.main([*args, f"--descriptor_set_out={out}", proto.name]) != 0:
+            raise ConnectorError(f"protoc could not compile {proto} (see messages above)")
+        files = descriptor_pb2.FileDescriptorSet.FromString(Path(out).read_bytes()).file
+    finally:
+        os.unlink(out)
+    pool = descriptor_pool.DescriptorPool()
+    for f in files:
+        pool.Add(f)
+    target = files[-1]
+    name = message or target.message_type[0].name
+    full = name if "." in name or not target.package else f"{target.package}.{name}"
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName(full))
+    except KeyError as exc:
+        known = ", ".join(m.name for m in target.message_type)
+        raise ConfigError("proto.message", name, known) from exc
+
+
+def _proto_arrow(fd: Any) -> pa.DataType:
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    cpp = fd.cpp_type
+    base: pa.DataType
+    if cpp in (F.CPPTYPE_INT32, F.CPPTYPE_UINT32):
+        base = pa.int32() if cpp == F.CPPTYPE_INT32 else pa.int64()
+    elif cpp in (F.CPPTYPE_INT64, F.CPPTYPE_UINT64):
+        base = pa.int64() if cpp == F.CPPTYPE_INT64 else pa.uint64()
+    elif cpp == F.CPPTYPE_DOUBLE:
+        base = pa.float64()
+    elif cpp == F.CPPTYPE_FLOAT:
+        base = pa.float32()
+    elif cpp == F.CPPTYPE_BOOL:
+        base = pa.bool_()
+    elif cpp == F.CPPTYPE_STRING:
+        base = pa.binary() if fd.type == F.TYPE_BYTES else pa.string()
+    elif cpp == F.CPPTYPE_ENUM:
+        base = pa.string()
+    else:
+        return pa.string()  # nested messages as JSON text
+    return pa.list_(base) if _repeated(fd) else base
+
+
+def _repeated(fd: Any) -> bool:
+    if hasattr(fd, "is_repeated"):
+        return bool(fd.is_repeated)
+    return bool(fd.label == fd.LABEL_REPEATED)
+
+
+class ProtobufDeserializer:
+    """Protobuf messages -> columns (one column per field of the message)."""
+
+    def __init__(self, message_class: type) -> None:
+        self.cls = message_class
+        desc = message_class.DESCRIPTOR  # type: ignore[attr-defined]
+        self.fields = list(desc.fields)
+        self.arrow = pa.schema([(f.name, _proto_arrow(f)) for f in self.fields])
+        self._getters = [_proto_getter(f) for f in self.fields]
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        parse = self.cls.FromString  # type: ignore[attr-defined]
+        msgs: list[Any] = []
+        good: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for i, value in enumerate(values):
+            try:
+                msgs.append(parse(value or b""))
+                good.append(i)
+            except Exception as exc:  # DecodeError and friends
+                errors.append((i, f"invalid protobuf: {exc}"))
+        columns = [
+            pa.array([get(m) for m in msgs], f.type)
+            for get, f in zip(self._getters, self.arrow, strict=True)
+        ]
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.arrow)
+        return Decoded(batch, None if not errors else np.asarray(good, dtype=np.int64), errors)
+
+
+def _proto_getter(fd: Any) -> Callable[[Any], Any]:
+    from google.protobuf import json_format
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    name = fd.name
+    if fd.cpp_type == F.CPPTYPE_MESSAGE:
+        if _repeated(fd):
+            return lambda m: json.dumps([json_format.MessageToDict(x) for x in getattr(m, name)])
+        return lambda m: (
+            json.dumps(json_format.MessageToDict(getattr(m, name))) if m.HasField(name) else None
+        )
+    if fd.cpp_type == F.CPPTYPE_ENUM:
+        names = fd.enum_type.values_by_number
+        if _repeated(fd):
+            return lambda m: [names[v].name if v in names else str(v) for v in getattr(m, name)]
+        return lambda m: names[v].name if (v := getattr(m, name)) in names else str(v)
+    if _repeated(fd):
+        return lambda m: list(getattr(m, name))
+    return lambda m: getattr(m, name)
+
+
+class ProtobufSerializer:
+    """Rows -> protobuf messages; columns not in the message are ignored."""
+
+    def __init__(self, message_class: type) -> None:
+        from google.protobuf.descriptor import FieldDescriptor as F
+
+        self.cls = message_class
+        desc = message_class.DESCRIPTOR  # type: ignore[attr-defined]
+        self.convert: dict[str, Callable[[Any], Any]] = {}
+        for fd in desc.fields:
+            if fd.cpp_type in (F.CPPTYPE_DOUBLE, F.CPPTYPE_FLOAT):
+                self.convert[fd.name] = float
+            elif fd.cpp_type in (
+                F.CPPTYPE_INT32,
+                F.CPPTYPE_INT64,
+                F.CPPTYPE_UINT32,
+                F.CPPTYPE_UINT64,
+            ):
+                self.convert[fd.name] = _to_int
+            elif fd.cpp_type == F.CPPTYPE_STRING and fd.type != F.TYPE_BYTES:
+                self.convert[fd.name] = _to_text
+            else:
+                self.convert[fd.name] = _identity
+
+    def encode(self, batch: pa.RecordBatch) -> list[bytes]:
+        names = [n for n in batch.schema.names if n in self.convert]
+        cols = [(n, self.convert[n], batch.column(n).to_pylist()) for n in names]
+        out = []
+        for i in range(batch.num_rows):
+            kwargs = {n: conv(vals[i]) for n, conv, vals in cols if vals[i] is not None}
+            out.append(self.cls(**kwargs).SerializeToString())
+        return out
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, dt.datetime):
+        return int(v.timestamp() * 1000)
+    return int(v)
+
+
+def _to_text(v: Any) -> str:
+    return v.isoformat() if isinstance(v, dt.datetime) else str(v)
+
+
+def _identity(v: Any) -> Any:
+    return v
+
+
+# -- factory -----------------------------------------------------------------
+
+
+def _option(props: Mapping[str, str], prefix: str, key: str) -> str | None:
+    return props.get(f"{prefix}.{key}") if prefix else props.get(key)
+
+
+def _avro_schema(props: Mapping[str, str], prefix: str, required: bool) -> dict[str, Any] | None:
+    text = _option(props, prefix, "avro.schema") or _option(props, prefix, "schema")
+    path = _option(props, prefix, "avro.schema.file") or _option(props, prefix, "schema.file")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConnectorError(f"cannot read Avro schema file '{path}': {exc}") from exc
+    if not text:
+        if required:
+            raise ConfigError(
+                f"{prefix}.avro.schema", None, "an Avro schema (JSON) or .avro.schema.file"
+            )
+        return None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{prefix}.avro.schema", text[:60], f"valid JSON ({exc})") from exc
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise ConfigError(f"{prefix}.avro.schema", text[:60], "an Avro record schema")
+    return schema
+
+
+def _proto_class(props: Mapping[str, str], prefix: str) -> type:
+    path = _option(props, prefix, "proto.file") or _option(props, prefix, "schema.file")
+    if not path:
+        raise ConfigError(f"{prefix}.proto.file", None, "a .proto file path")
+    return compile_proto(path, _option(props, prefix, "proto.message"))
+
+
+def _format(props: Mapping[str, str], prefix: str) -> str:
+    fmt = (_option(props, prefix, "format") or "json").lower()
+    fmt = {"proto": "protobuf", "text": "string"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise ConfigError(f"{prefix}.format", fmt, FORMATS)
+    return fmt
+
+
+def deserializer_for(props: Mapping[str, str], prefix: str) -> Deserializer:
+    """The deserializer configured by ``'<prefix>.format'`` and its options."""
+    fmt = _format(props, prefix)
+    confluent = (_option(props, prefix, "avro.confluent") or "").lower() == "true"
+    if fmt == "json":
+        return JsonDeserializer()
+    if fmt == "avro":
+        return AvroDeserializer(_avro_schema(props, prefix, True) or {}, confluent)
+    if fmt == "protobuf":
+        return ProtobufDeserializer(_proto_class(props, prefix))
+    return RawDeserializer(binary=fmt == "bytes")
+
+
+def serializer_for(props: Mapping[str, str], prefix: str) -> Serializer:
+    """The serializer configured by ``'<prefix>.format'`` and its options."""
+    fmt = _format(props, prefix)
+    confluent = (_option(props, prefix, "avro.confluent") or "").lower() == "true"
+    if fmt == "json":
+        return JsonSerializer()
+    if fmt == "avro":
+        return AvroSerializer(_avro_schema(props, prefix, False), confluent)
+    if fmt == "protobuf":
+        return ProtobufSerializer(_proto_class(props, prefix))
+    return RawSerializer()

@@ -1,0 +1,373 @@
+"""V2: ``PartitionedJobCoordinator``, the hash-partitioned multi-core processor.
+
+The coordinator runs in the caller's thread; each partition is a worker process
+with a private engine (``flowsql.server.worker``). For every input batch:
+
+1. assign event time (``_timestamp``) here, before routing, exactly as V1's
+   engine would;
+2. for windowed queries, stamp each row with ``__prior_max_event_time``: the
+   largest event time of all rows before it in the whole input, so each
+   partition decides lateness exactly as V1 does;
+3. route rows by a stable hash of the routing key (``HashRouter``) and send
+   each partition its rows together with the new global max event time, to
+   which every partition advances, so windows close in all partitions
+   together (the watermark is the same for all: min over partitions = global);
+4. collect the partitions' outputs for the batch and merge them in a fixed
+   order (window end, then key, for windowed results; else partition order).
+
+Up to ``max_in_flight`` batches per partition are outstanding, so routing the
+next batch overlaps the partitions' work; outputs therefore come back from a
+later ``process_batch`` (or ``drain``/``flush``) call, always in input order.
+
+Queries whose routing strategy is ``single`` (LIMIT, DISTINCT, ORDER BY over
+everything, ...) run on one partition; ``two_phase`` queries (global
+aggregates) also run on one partition on this path, while ``run_splits``
+(the source-parallel path, ``flowsql.server.twophase``) aggregates them in
+two phases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowsql.engine import EngineMetrics, event_time_column
+from flowsql.errors import ExecutionError
+from flowsql.exec.eventtime import EventTimeAssigner
+from flowsql.plan import nodes as n
+from flowsql.records import TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
+from flowsql.server.router import HashRouter
+from flowsql.server.worker import EngineSpec, PartitionWorker, Reply, close_all
+
+log = logging.getLogger(__name__)
+
+#: Column stamped on every row of a windowed query: the global max event time
+#: of all rows before it (the row's own event time for the very first row).
+PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
+
+#: Batches each partition may have outstanding before the coordinator waits.
+DEFAULT_MAX_IN_FLIGHT = 3
+
+
+class PartitionedJobCoordinator:
+    """V2: N worker processes, each owning a private engine for ``statement``.
+
+    Args:
+        statement: the planned query.
+        num_partitions: partitions to run (default: CPU count). Queries that
+            cannot be hash-partitioned use one; see :attr:`routing`.
+        event_time: event-time column when the query does not name one.
+        dead_letters: sink for undecodable and (with the dlq strategy) late rows.
+        job: name used in errors, process names and metrics.
+        max_in_flight: batches a partition may have outstanding (backpressure).
+    """
+
+    processor_name = "PartitionedJobCoordinator"
+    processor_version = "V2"
+
+    def __init__(
+        self,
+        statement: n.Statement,
+        *,
+        num_partitions: int | None = None,
+        event_time: str | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        job: str | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        self.statement = statement
+        self.job = job or statement.name
+        self.event_time = event_time
+        self.requested_partitions = max(1, num_partitions or os.cpu_count() or 1)
+        self.routing = _routing(statement)
+        partitions = self.requested_partitions if self.routing.strategy == "hash" else 1
+        self.router = HashRouter(self.routing.key_columns, partitions)
+        self.dead_letters: DeadLetterSink = dead_letters or ListDeadLetters()
+        self.metrics = EngineMetrics()
+        self.max_in_flight = max(1, max_in_flight)
+        source = statement.sources[0] if statement.sources else ""
+        self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
+        self._stamp_prior_max = _has_windowed_aggregate(statement.plan)
+        self._order_keys = _merge_order_keys(statement.plan)
+        self._late = [0] * partitions
+        self._pending: dict[int, dict[int, list[pa.RecordBatch]]] = {}
+        self._next_seq = 0
+        self._ready: list[pa.RecordBatch] = []
+        self._done = False
+        self._closed = False
+        self.workers: list[PartitionWorker] = []
+        try:
+            spec = EngineSpec(statement, self.job)
+            self.workers = [PartitionWorker(p, spec, self.job) for p in range(partitions)]
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ protocol
+
+    @property
+    def num_partitions(self) -> int:
+        """Partitions actually running (1 when the query cannot be partitioned)."""
+        return self.router.num_partitions
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def failure(self) -> ExecutionError | None:
+        """The error of a worker that died, checked without waiting (None if all live)."""
+        for w in self.workers:
+            if w.failed:
+                return w.death_error()
+        return None
+
+    def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """Route one batch to the partitions; return the outputs finished so far."""
+        self._check_open()
+        if isinstance(batch, pa.Table):
+            return [o for b in batch.to_batches() for o in self.process_batch(b)]
+        if not self._done and batch.num_rows:
+            self._route(batch)
+        self._collect(block=False)
+        return self._take_ready()
+
+    def drain(self) -> list[pa.RecordBatch]:
+        """Wait for every batch already given; return all outputs not yet returned.
+
+        The job server calls this before ``snapshot()`` when it switches a job
+        to another processor, so that no output is lost.
+        """
+        self._check_open()
+        self._collect(block=True)
+        return self._take_ready()
+
+    def flush(self) -> list[pa.RecordBatch]:
+        """End of input: every partition emits its open windows and final aggregates."""
+        self._check_open()
+        self._collect(block=True)
+        self._broadcast("flush")
+        self._collect(block=True)
+        return self._take_ready()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Partition-independent state, in the format of ``Engine.snapshot()``.
+
+        Restorable by V1 (``SimpleJobProcessor``) and by V2 with any partition
+        count. Outputs of batches in flight are kept for the next call; the job
+        server calls ``drain()`` first.
+        """
+        self._check_open()
+        self._collect(block=True)
+        states = self._ask_all("snapshot")
+        merged = merge_states(states)
+        merged["max_event_time"] = self.metrics.max_event_time
+        return merged
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a snapshot taken by V1 or by V2 with any partition count."""
+        self._check_open()
+        self._collect(block=True)
+        parts = split_state(state, self.router)
+        for w, part in zip(self.workers, parts, strict=True):
+            w.send("restore", part)
+        self._collect(block=True)
+        self.metrics.max_event_time = state.get("max_event_time")
+
+    def close(self) -> None:
+        """Stop and reap every worker process (safe to call twice)."""
+        if self._closed:
+            return
+        self._closed = True
+        close_all(self.workers)
+
+    def __enter__(self) -> PartitionedJobCoordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- routing
+
+    def _route(self, batch: pa.RecordBatch) -> None:
+        self.metrics.records_in += batch.num_rows
+        batch, letters = self._clock.assign(batch)
+        if letters:
+            self.metrics.dead_lettered += len(letters)
+            self.dead_letters.write(letters)
+        if not batch.num_rows:
+            return
+        ts = batch.column(TIMESTAMP).to_numpy(zero_copy_only=False)
+        if self._stamp_prior_max:
+            batch = batch.append_column(
+                PRIOR_MAX_EVENT_TIME, pa.array(prior_max(ts, self.metrics.max_event_time))
+            )
+        high = int(ts.max())
+        prev = self.metrics.max_event_time
+        self.metrics.max_event_time = high if prev is None else max(prev, high)
+        parts = self.router.split(batch)
+        for w, part in zip(self.workers, parts, strict=True):
+            self._wait_for_credit(w)
+            w.send("batch", self.metrics.max_event_time, [part])
+
+    def _broadcast(self, kind: str, arg: Any = None) -> None:
+        for w in self.workers:
+            self._wait_for_credit(w)
+            w.send(kind, arg)
+
+    def _ask_all(self, kind: str) -> list[Any]:
+        """Send ``kind`` to every partition and return their answers' values."""
+        values: list[Any] = [None] * len(self.workers)
+        for p, w in enumerate(self.workers):
+            seq = w.send(kind)
+            while True:
+                got_seq, out, reply = self._receive(w)
+                self._store(p, got_seq, out, reply)
+                if got_seq == seq:
+                    values[p] = reply.value
+                    break
+        self._merge_complete()
+        return values
+
+    # ----------------------------------------------------------- collecting
+
+    def _wait_for_credit(self, w: PartitionWorker) -> None:
+        while w.in_flight >= self.max_in_flight:
+            self._store(w.partition, *self._receive(w))
+        self._merge_complete()
+
+    def _collect(self, *, block: bool) -> None:
+        """Store every available reply (all outstanding ones when ``block``)."""
+        for p, w in enumerate(self.workers):
+            while w.in_flight and (block or self._ready_to_read(w)):
+                self._store(p, *self._receive(w))
+        self._merge_complete()
+
+    def _ready_to_read(self, w: PartitionWorker) -> bool:
+        if w.conn.poll():
+            return True
+        if w.process.exitcode is not None:
+            self._fail(w.death_error())
+        return False
+
+    def _receive(self, w: PartitionWorker) -> tuple[int, list[pa.RecordBatch], Reply]:
+        """The next reply of ``w``; while waiting, a death of *any* worker raises."""
+        others = [x for x in self.workers if x is not w]
+        while True:
+            ready = wait([w.conn, w.process.sentinel, *(x.process.sentinel for x in others)])
+            for x in others:
+                if x.process.sentinel in ready:
+                    self._fail(x.death_error())
+            try:
+                got = w.receive(timeout=0)
+            except ExecutionError as exc:
+                self._fail(exc)
+            if got is not None:
+                return got
+
+    def _fail(self, error: ExecutionError) -> NoReturn:
+        log.error("%s", error)
+        self.close()
+        raise error
+
+    def _store(self, p: int, seq: int, out: list[pa.RecordBatch], reply: Reply) -> None:
+        self._late[p] = reply.late_records
+        self.metrics.late_records = sum(self._late)
+        if reply.dead_letters:
+            self.metrics.dead_lettered += len(reply.dead_letters)
+            self.dead_letters.write(reply.dead_letters)
+        if reply.done:
+            self._done = True
+        self._pending.setdefault(seq, {})[p] = out
+
+    def _merge_complete(self) -> None:
+        """Move the outputs of every batch all partitions answered to ``_ready``."""
+        while len(got := self._pending.get(self._next_seq, {})) == len(self.workers):
+            del self._pending[self._next_seq]
+            self._next_seq += 1
+            per_partition = [got[p] for p in range(len(self.workers))]
+            self._ready += merge_outputs(per_partition, self._order_keys)
+
+    def _take_ready(self) -> list[pa.RecordBatch]:
+        out, self._ready = self._ready, []
+        self.metrics.records_out += sum(b.num_rows for b in out)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExecutionError(f"job '{self.job}': the V2 coordinator is closed")
+
+
+def prior_max(ts: np.ndarray, before: int | None) -> np.ndarray:
+    """For each row, the max event time of all rows before it (``before`` = the
+    max of earlier batches); the first row of the input gets its own time."""
+    running = np.maximum.accumulate(ts)
+    out = np.empty_like(ts)
+    out[0] = ts[0] if before is None else before
+    out[1:] = running[:-1]
+    if before is not None:
+        np.maximum(out, before, out=out)
+    return out
+
+
+def merge_outputs(
+    per_partition: Sequence[list[pa.RecordBatch]], order_keys: Sequence[str]
+) -> list[pa.RecordBatch]:
+    """One batch's outputs from all partitions, in a deterministic order: by
+    ``order_keys`` (window end, then group key) when the output has them, else
+    partition order then arrival order."""
+    batches = [b for out in per_partition for b in out if b.num_rows]
+    if sum(1 for out in per_partition if any(b.num_rows for b in out)) < 2:
+        return batches
+    keys = [k for k in order_keys if k in batches[0].schema.names]
+    if not keys:
+        return batches
+    try:
+        table = pa.concat_tables(
+            [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
+        )
+        order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
+        return table.take(order).combine_chunks().to_batches()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return batches
+
+
+def _routing(statement: n.Statement) -> Any:
+    from flowsql.plan.routing import routing
+
+    return routing(statement)
+
+
+def _has_windowed_aggregate(plan: n.Node) -> bool:
+    return any(isinstance(x, n.Aggregate) and x.window for x in n.walk(plan))
+
+
+def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:
+    for node in n.walk(plan):
+        if isinstance(node, n.Aggregate) and node.window:
+            return (WINDOW_END, *(name for name, _ in node.keys))
+    return ()
+
+
+# ------------------------------------------------------ re-partitioning state
+
+
+def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the partitions' engine snapshots into one ``Engine.snapshot()``."""
+    if len(states) == 1:
+        return dict(states[0])
+    raise ExecutionError("snapshot of more than one partition is not supported yet")
+
+
+def split_state(state: dict[str, Any], router: HashRouter) -> list[dict[str, Any]]:
+    """Split one ``Engine.snapshot()`` into one snapshot per partition of ``router``."""
+    if router.num_partitions == 1:
+        return [state]
+    raise ExecutionError("restore into more than one partition is not supported yet")

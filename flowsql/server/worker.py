@@ -1,0 +1,393 @@
+"""Worker processes of the V2 coordinator and the wire between them.
+
+Each partition of a :class:`~flowsql.server.coordinator.PartitionedJobCoordinator`
+is one process that owns a private :class:`~flowsql.engine.Engine`. The
+coordinator talks to it over a ``multiprocessing`` pipe:
+
+- a message is a pickled header tuple ``(kind, seq, arg)`` followed by
+  ``frames`` Arrow IPC streams (record batches never go through pickle);
+- the worker answers every message, in order, with ``("ok", seq, Reply)`` or
+  ``("error", seq, text)`` plus the IPC streams of its output batches;
+- a reader thread in the worker drains the pipe into a local queue, so the
+  coordinator's writes never wait on the worker's computation: together with
+  the coordinator's limit on unanswered messages (its credit) this bounds
+  memory and makes a slow partition slow the coordinator down, without the
+  two sides ever both blocking on a full pipe.
+
+The coordinator waits on the pipe *and* the process sentinel, so a worker
+that dies (even by SIGKILL) is seen at once, never waited on forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import pickle
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pyarrow as pa
+
+from flowsql.errors import ExecutionError
+from flowsql.plan.nodes import Statement
+from flowsql.records import TIMESTAMP, DeadLetter, ListDeadLetters
+
+log = logging.getLogger(__name__)
+
+#: Modules the fork server imports once, so each worker starts warm.
+PRELOAD = (
+    "numpy",
+    "pyarrow",
+    "pyarrow.compute",
+    "flowsql.engine",
+    "flowsql.server.worker",
+    "flowsql.server.twophase",
+    "flowsql.exec.basic",
+    "flowsql.exec.aggregate",
+    "flowsql.exec.rows",
+    "flowsql.exec.relational",
+    "flowsql.connectors.files",
+)
+
+#: Seconds a stopping worker gets before it is terminated, then killed.
+STOP_GRACE_S = 2.0
+
+
+@dataclass
+class Reply:
+    """What a worker reports besides its output batches."""
+
+    late_records: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    done: bool = False
+    max_event_time: int | None = None
+    value: Any = None  # snapshot state, split statistics, ...
+
+
+# ---------------------------------------------------------------- Arrow frames
+
+
+def encode_batches(batches: Sequence[pa.RecordBatch]) -> list[pa.Buffer]:
+    """Arrow IPC streams, one per run of batches sharing a schema."""
+    frames: list[pa.Buffer] = []
+    run: list[pa.RecordBatch] = []
+    for b in batches:
+        if run and not b.schema.equals(run[0].schema, check_metadata=False):
+            frames.append(_encode_run(run))
+            run = []
+        run.append(b)
+    if run:
+        frames.append(_encode_run(run))
+    return frames
+
+
+def _encode_run(run: list[pa.RecordBatch]) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, run[0].schema) as writer:
+        for b in run:
+            writer.write_batch(b)
+    return sink.getvalue()
+
+
+def decode_frames(frames: Sequence[bytes | pa.Buffer]) -> list[pa.RecordBatch]:
+    """The batches of :func:`encode_batches`' frames (zero-copy over the bytes)."""
+    out: list[pa.RecordBatch] = []
+    for frame in frames:
+        with pa.ipc.open_stream(pa.py_buffer(frame)) as reader:
+            out.extend(reader)
+    return out
+
+
+def send_message(conn: Connection, header: tuple[Any, ...], frames: Sequence[pa.Buffer]) -> None:
+    """Write one message: the pickled header (with the frame count), then the frames."""
+    conn.send_bytes(pickle.dumps((*header, len(frames)), protocol=pickle.HIGHEST_PROTOCOL))
+    for frame in frames:
+        conn.send_bytes(memoryview(frame))
+
+
+def recv_message(conn: Connection) -> tuple[tuple[Any, ...], list[bytes]]:
+    """Read one message written by :func:`send_message`."""
+    *header, count = pickle.loads(conn.recv_bytes())
+    return tuple(header), [conn.recv_bytes() for _ in range(count)]
+
+
+# ------------------------------------------------------------- worker process
+
+
+Handler = Callable[[str, Any, list[pa.RecordBatch]], tuple[list[pa.RecordBatch], Reply]]
+
+
+def worker_main(conn: Connection, make_handler: Callable[[], Handler]) -> None:
+    """Entry point of a worker process: answer messages until told to stop.
+
+    Args:
+        conn: this worker's end of the pipe.
+        make_handler: builds, inside the worker, the function that handles one
+            message ``(kind, arg, batches) -> (output batches, Reply)``.
+    """
+    inbox: queue.Queue[tuple[tuple[Any, ...], list[bytes]] | None] = queue.Queue()
+    reader = threading.Thread(target=_read_into, args=(conn, inbox), daemon=True)
+    reader.start()
+    try:
+        handler = make_handler()
+    except Exception:  # noqa: BLE001 - reported to the coordinator, then exit
+        _fail_all(conn, inbox, traceback.format_exc())
+        return
+    while (item := inbox.get()) is not None:
+        (kind, seq, arg), frames = item
+        if kind == "stop":
+            break
+        try:
+            _answer(conn, seq, handler, kind, arg, frames)
+        except OSError:
+            break  # the coordinator closed the pipe: it is shutting us down
+    conn.close()
+
+
+def _answer(
+    conn: Connection, seq: int, handler: Handler, kind: str, arg: Any, frames: list[bytes]
+) -> None:
+    try:
+        out, reply = handler(kind, arg, decode_frames(frames))
+    except Exception as exc:  # noqa: BLE001 - the coordinator raises it
+        text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        send_message(conn, ("error", seq, text), [])
+        return
+    send_message(conn, ("ok", seq, reply), encode_batches(out))
+
+
+def _read_into(conn: Connection, inbox: queue.Queue[Any]) -> None:
+    try:
+        while True:
+            item = recv_message(conn)
+            inbox.put(item)
+            if item[0][0] == "stop":
+                return
+    except (EOFError, OSError):
+        inbox.put(None)  # the coordinator went away: stop
+
+
+def _fail_all(conn: Connection, inbox: queue.Queue[Any], text: str) -> None:
+    while (item := inbox.get()) is not None and item[0][0] != "stop":
+        send_message(conn, ("error", item[0][1], text), [])
+    conn.close()
+
+
+# ------------------------------------------------------------ coordinator side
+
+
+def worker_context() -> mp.context.BaseContext:
+    """The multiprocessing context for workers: forkserver (not fork: the job
+    server runs threads, and forking a threaded process can deadlock), with the
+    engine preloaded so a worker starts in milliseconds."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
+class PartitionWorker:
+    """The coordinator's handle on one worker process.
+
+    Args:
+        partition: partition number (used in errors).
+        make_handler: picklable zero-argument callable run in the worker to
+            build its message handler.
+        job: job name used in errors.
+    """
+
+    def __init__(self, partition: int, make_handler: Callable[[], Handler], job: str) -> None:
+        self.partition = partition
+        self.job = job
+        self.sent = 0  # messages sent
+        self.answered = 0  # replies received
+        ctx = worker_context()
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child, make_handler),
+            name=f"flowsql-{job}-p{partition}",
+            daemon=True,
+        )
+        try:
+            self.process.start()
+        finally:
+            child.close()
+        self._closed = False
+        self._stop_sent = False
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and not yet answered."""
+        return self.sent - self.answered
+
+    def send(self, kind: str, arg: Any = None, batches: Sequence[pa.RecordBatch] = ()) -> int:
+        """Send one message; return its sequence number."""
+        seq = self.sent
+        frames = encode_batches([b for b in batches if b.num_rows]) if batches else []
+        try:
+            send_message(self.conn, (kind, seq, arg), frames)
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
+            raise self.death_error() from exc
+        self.sent += 1
+        return seq
+
+    def receive(
+        self, timeout: float | None = None
+    ) -> tuple[int, list[pa.RecordBatch], Reply] | None:
+        """The next reply (seq, batches, Reply), None on timeout.
+
+        Raises:
+            ExecutionError: the worker died or its handler failed.
+        """
+        ready = wait([self.conn, self.process.sentinel], timeout)
+        if not ready:
+            return None
+        if self.conn not in ready and not self.conn.poll():
+            raise self.death_error()
+        try:
+            (status, seq, payload), frames = recv_message(self.conn)
+        except (EOFError, OSError) as exc:
+            raise self.death_error() from exc
+        self.answered += 1
+        if status == "error":
+            raise ExecutionError(f"job '{self.job}': partition {self.partition} failed: {payload}")
+        return seq, decode_frames(frames), payload
+
+    def death_error(self) -> ExecutionError:
+        """The error naming this partition and how its process ended."""
+        self.process.join(timeout=1.0)
+        code = self.process.exitcode
+        how = f"exit code {code}" if code is not None else "no exit code (still running?)"
+        if code is not None and code < 0:
+            how += f" (killed by signal {-code})"
+        return ExecutionError(
+            f"job '{self.job}': worker of partition {self.partition}"
+            f" (pid {self.process.pid}) died: {how}"
+        )
+
+    @property
+    def failed(self) -> bool:
+        """True when the process has ended without being asked to stop."""
+        return not self._closed and self.process.exitcode is not None
+
+    def close(self) -> None:
+        """Ask the worker to stop, then make sure it is gone and reaped."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ask_to_stop()
+        self._discard_until_exit(time.monotonic() + STOP_GRACE_S)
+        if self.process.exitcode is None:
+            self.process.terminate()
+            self.process.join(STOP_GRACE_S)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        self.process.close()
+
+    def _discard_until_exit(self, deadline: float) -> None:
+        # Read and drop late replies so a worker blocked writing one can exit.
+        while self.process.exitcode is None and (left := deadline - time.monotonic()) > 0:
+            ready = wait([self.conn, self.process.sentinel], left)
+            if self.conn in ready:
+                try:
+                    self.conn.recv_bytes()
+                except (EOFError, OSError):
+                    self.process.join(left)
+                    return
+
+    def ask_to_stop(self) -> None:
+        """Send the stop message once (no wait)."""
+        if self._stop_sent or self.process.exitcode is not None:
+            return
+        self._stop_sent = True
+        with contextlib.suppress(OSError):
+            send_message(self.conn, ("stop", self.sent, None), [])
+
+
+def close_all(workers: Sequence[PartitionWorker]) -> None:
+    """Stop every worker; ask all first so they wind down in parallel."""
+    for w in workers:
+        if not w._closed:
+            w.ask_to_stop()
+    for w in workers:
+        try:
+            w.close()
+        except Exception:  # noqa: BLE001 - reap the rest whatever happens
+            log.exception("closing worker of partition %d", w.partition)
+
+
+# ------------------------------------------------------- the partition engine
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Picklable recipe for a partition's engine (built inside the worker)."""
+
+    statement: Statement
+    job: str
+
+    def __call__(self) -> Handler:
+        return EngineHandler(self.statement, self.job)
+
+
+class EngineHandler:
+    """A partition's private engine, driven by the coordinator's messages.
+
+    Batches arrive with ``_timestamp`` already assigned by the coordinator (and,
+    for windowed queries, ``__prior_max_event_time``), so the engine takes event
+    time from ``_timestamp`` as is.
+    """
+
+    def __init__(self, statement: Statement, job: str) -> None:
+        from flowsql.engine import Engine
+        from flowsql.exec.eventtime import EventTimeAssigner
+
+        self.engine = Engine(statement, job=job)
+        source = statement.sources[0] if statement.sources else ""
+        self.engine._clock = EventTimeAssigner(TIMESTAMP, source)  # already assigned upstream
+        self.letters = self.engine.dead_letters
+
+    def __call__(
+        self, kind: str, arg: Any, batches: list[pa.RecordBatch]
+    ) -> tuple[list[pa.RecordBatch], Reply]:
+        engine = self.engine
+        value: Any = None
+        out: list[pa.RecordBatch] = []
+        if kind == "batch":
+            for b in batches:
+                out += engine.process(b)
+            if arg is not None and not engine.done:
+                out += engine.advance(arg)
+        elif kind == "flush":
+            out = engine.flush()
+        elif kind == "snapshot":
+            value = engine.snapshot()
+        elif kind == "restore":
+            engine.restore(arg)
+        else:
+            raise ExecutionError(f"unknown message '{kind}'")
+        return out, self._reply(value)
+
+    def _reply(self, value: Any) -> Reply:
+        letters: list[DeadLetter] = []
+        if isinstance(self.letters, ListDeadLetters) and self.letters.letters:
+            letters, self.letters.letters = self.letters.letters, []
+        return Reply(
+            late_records=self.engine.metrics.late_records,
+            dead_letters=letters,
+            done=self.engine.done,
+            max_event_time=self.engine.metrics.max_event_time,
+            value=value,
+        )

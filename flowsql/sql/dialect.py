@@ -112,7 +112,7 @@ class FlowParser(Parser):
         return None
 
     def _parse_table_alias(self, alias_tokens: Any = None) -> exp.TableAlias | None:
-        if self._curr.text.upper() == "EMIT" and self._next.text.upper() in ("CHANGES", "FINAL"):
+        if self._curr.text.upper() == "EMIT":
             return None
         return super()._parse_table_alias(alias_tokens)
 

@@ -70,12 +70,49 @@ def tokenize(sql: str) -> list[Token]:
     try:
         return tokenizer.tokenize(sql)
     except TokenError as err:
-        start = getattr(tokenizer, "_start", len(sql))
-        return _raise(error_at(f"cannot read the SQL text: {err}", sql, None, end=start))
+        quote = unclosed_quote(sql)
+        if quote is not None:
+            kind = "string" if sql[quote] == "'" else "quoted identifier"
+            raise error_at(
+                f"unterminated {kind}", sql, None, end=quote, hint=f"close it with {sql[quote]}"
+            ) from None
+        end = int(getattr(tokenizer, "_start", len(sql)))
+        raise error_at(f"cannot read the SQL text: {err}", sql, None, end=end) from None
 
 
-def _raise(err: SqlSyntaxError) -> list[Token]:
-    raise err
+def unclosed_quote(sql: str) -> int | None:
+    """Offset of a quote that is never closed (comments skipped), else None."""
+    i = 0
+    while i < len(sql):
+        if sql.startswith("--", i):
+            i = _after(sql, "\n", i)
+        elif sql.startswith("/*", i):
+            i = _after(sql, "*/", i + 2)
+        elif sql[i] in "'\"":
+            close = _closing_quote(sql, i)
+            if close is None:
+                return i
+            i = close + 1
+        else:
+            i += 1
+    return None
+
+
+def _after(sql: str, end: str, start: int) -> int:
+    found = sql.find(end, start)
+    return len(sql) if found < 0 else found + len(end)
+
+
+def _closing_quote(sql: str, start: int) -> int | None:
+    quote, i = sql[start], start + 1
+    while i < len(sql):
+        if sql[i] == quote:
+            if sql.startswith(quote * 2, i):
+                i += 2
+                continue
+            return i
+        i += 1
+    return None
 
 
 def split(sql: str) -> list[list[Token]]:
@@ -201,6 +238,9 @@ def _token_properties(sql: str, tokens: list[Token], i: int) -> tuple[dict[str, 
 def _check_from(sql: str, tokens: list[Token]) -> None:
     if any(t.token_type == TokenType.FROM for t in tokens):
         return
+    typo = next((t for t in tokens if keyword_hint(t.text) == "did you mean FROM?"), None)
+    if typo is not None:
+        raise error_at("missing FROM clause", sql, typo, hint=f"'{typo.text}': did you mean FROM?")
     clause = next((t for t in tokens if t.token_type in _CLAUSES), None)
     raise error_at(
         "missing FROM clause",

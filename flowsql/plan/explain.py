@@ -71,8 +71,7 @@ def _time_lines(statement: n.Statement) -> list[str]:
     lines = [f"event time: {event_time}"]
     agg = next((x for x in n.walk(statement.plan) if isinstance(x, n.Aggregate)), None)
     if agg is not None:
-        window = render_window(agg.window) if agg.window else "none"
-        lines.append(f"window: {window}")
+        lines.append(f"window: {render_window(agg.window) if agg.window else 'none'}")
         lines.append(f"emit: {agg.emit} ({_EMIT_MEANING[agg.emit]})")
         if agg.window:
             lines.append(

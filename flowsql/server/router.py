@@ -65,7 +65,8 @@ class HashRouter:
 
     Args:
         key_columns: the routing key (GROUP BY / PARTITION BY columns). Empty
-            means every row goes to partition 0.
+            means any row may go anywhere: a batch is cut into contiguous
+            slices, one per partition, so partition order is arrival order.
         num_partitions: how many partitions (>= 1).
     """
 
@@ -89,8 +90,12 @@ class HashRouter:
 
     def partitions(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """Partition id (uint16) of every row."""
-        if self.num_partitions == 1 or not self.key_columns:
+        if self.num_partitions == 1:
             return np.zeros(batch.num_rows, dtype=np.uint16)
+        if not self.key_columns:
+            return np.repeat(
+                np.arange(self.num_partitions, dtype=np.uint16), self._slice_sizes(batch.num_rows)
+            )
         ids = self.hash_rows(batch) % _U64(self.num_partitions)
         return ids.astype(np.uint16)
 
@@ -100,10 +105,19 @@ class HashRouter:
         One stable sort of the partition ids and one ``take``; the per-partition
         batches are zero-copy slices of the result.
         """
-        if self.num_partitions == 1 or not self.key_columns:
-            empty = batch.slice(0, 0)
-            return [batch] + [empty] * (self.num_partitions - 1)
+        if self.num_partitions == 1:
+            return [batch]
+        if not self.key_columns:
+            bounds = np.concatenate([[0], np.cumsum(self._slice_sizes(batch.num_rows))])
+            return [
+                batch.slice(int(a), int(b - a))
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
         return split_by(batch, self.partitions(batch), self.num_partitions)
+
+    def _slice_sizes(self, rows: int) -> np.ndarray:
+        base, extra = divmod(rows, self.num_partitions)
+        return np.array([base + (p < extra) for p in range(self.num_partitions)], dtype=np.int64)
 
 
 def split_by(batch: pa.RecordBatch, ids: np.ndarray, num_partitions: int) -> list[pa.RecordBatch]:

@@ -1,0 +1,632 @@
+"""Kafka sources and sinks (confluent-kafka), declared in SQL ``WITH``.
+
+Keys follow the reference engine, prefixed by the stream name::
+
+    'trades.type' = 'kafka_source', 'trades.topic' = 'trades',
+    'trades.format' = 'json', 'trades.bootstrap.servers' = 'host:9092',
+    'trades.group.id' = 'job-1', 'trades.auto.offset.reset' = 'earliest',
+    'trades.bounded' = 'latest'
+    'out.type' = 'kafka_sink', 'out.topic' = 'results', 'out.format' = 'json'
+
+Any librdkafka setting can be passed as ``'<stream>.properties.<key>'``.
+A record's key, timestamp, partition and offset become the system columns
+``_key``, ``_timestamp``, ``_partition`` and ``_offset``. A sink keys its
+messages by the query's GROUP BY columns, by ``'<stream>.key'`` (comma
+separated columns) or by a selected ``_key`` column.
+
+This module holds the plain :class:`KafkaSource` (all partitions merged into
+one stream, no offset commits: for bounded reads, backfills and previews) and
+:class:`KafkaSink`; ``flowsql.server.kafka_job`` runs Kafka jobs with
+checkpoints, consumer groups and exactly-once on top of the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from flowsql.connectors.serde import Deserializer, Serializer, deserializer_for, serializer_for
+from flowsql.errors import ConfigError, ConnectorError
+from flowsql.plan import nodes as n
+from flowsql.records import KEY, OFFSET, PARTITION, TIMESTAMP, DeadLetter, DeadLetterSink
+
+log = logging.getLogger(__name__)
+
+SOURCE_TYPE = "kafka_source"
+SINK_TYPE = "kafka_sink"
+#: Environment fallback for ``bootstrap.servers``.
+BOOTSTRAP_ENV = "FLOWSQL_KAFKA_BOOTSTRAP"
+DEFAULT_BATCH = 10_000
+#: Header names on dead-letter messages.
+DLQ_ERROR, DLQ_SOURCE, DLQ_POSITION, DLQ_OPERATOR = (
+    "flowsql.error",
+    "flowsql.source",
+    "flowsql.position",
+    "flowsql.operator",
+)
+
+ck: Any
+try:  # confluent-kafka is the 'kafka' extra
+    import confluent_kafka as ck
+    import confluent_kafka.admin  # noqa: F401 - loads ck.admin
+except ImportError:  # pragma: no cover - exercised only without the extra
+    ck = None
+
+
+def _require_client() -> Any:
+    if ck is None:
+        raise ConnectorError("Kafka needs confluent-kafka: pip install 'flowsql[kafka]'")
+    return ck
+
+
+# -- settings ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One Kafka stream as declared in WITH: where it is and how it is encoded.
+
+    ``name`` is the stream name (the WITH prefix), ``props`` all WITH pairs.
+    """
+
+    name: str
+    topic: str
+    bootstrap: str
+    format: str = "json"
+    group_id: str | None = None
+    offset_reset: str = "earliest"
+    bounded: bool = False
+    batch_size: int = DEFAULT_BATCH
+    max_wait_ms: int = 100
+    client: dict[str, str] = field(default_factory=dict)
+    props: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_properties(cls, name: str, props: Mapping[str, str]) -> TopicSpec:
+        """Read ``'<name>.*'`` keys (falling back to unprefixed ones for shared settings)."""
+
+        def get(key: str, default: str | None = None) -> str | None:
+            return props.get(f"{name}.{key}", props.get(key, default))
+
+        topic = props.get(f"{name}.topic") or name
+        bootstrap = get("bootstrap.servers") or os.environ.get(BOOTSTRAP_ENV) or "localhost:9092"
+        reset = (get("auto.offset.reset", "earliest") or "earliest").lower()
+        if reset not in ("earliest", "latest"):
+            raise ConfigError(f"{name}.auto.offset.reset", reset, ("earliest", "latest"))
+        bounded = (props.get(f"{name}.bounded") or "").lower()
+        if bounded not in ("", "latest", "none", "false"):
+            raise ConfigError(f"{name}.bounded", bounded, ("latest", "none"))
+        prefix = f"{name}.properties."
+        client = {k[len(prefix) :]: v for k, v in props.items() if k.startswith(prefix)}
+        return cls(
+            name=name,
+            topic=topic,
+            bootstrap=bootstrap,
+            format=(props.get(f"{name}.format") or "json").lower(),
+            group_id=get("group.id"),
+            offset_reset=reset,
+            bounded=bounded == "latest",
+            batch_size=_int(props, f"{name}.batch.size", _int(props, "batch.size", DEFAULT_BATCH)),
+            max_wait_ms=_int(props, f"{name}.batch.max.wait.ms", 100),
+            client=client,
+            props=dict(props),
+        )
+
+    def deserializer(self) -> Deserializer:
+        return deserializer_for(self.props, self.name)
+
+    def serializer(self) -> Serializer:
+        return serializer_for(self.props, self.name)
+
+
+def _int(props: Mapping[str, str], key: str, default: int) -> int:
+    raw = props.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(key, raw, "a positive integer") from None
+    if value <= 0:
+        raise ConfigError(key, raw, "a positive integer")
+    return value
+
+
+def consumer_config(
+    spec: TopicSpec, *, group_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """librdkafka consumer settings: manual commits, bounded prefetch, eager rebalancing.
+
+    ``queued.max.messages.kbytes`` caps what the client prefetches, so a slow
+    job holds a bounded amount of unprocessed data. The 'range' assignor is
+    used because it gives whole-partition moves (state is kept per partition).
+    """
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec.bootstrap,
+        "group.id": group_id or spec.group_id or f"flowsql-{spec.name}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": spec.offset_reset,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": 60000,
+        "partition.assignment.strategy": "range",
+        "queued.max.messages.kbytes": 16384,
+        "fetch.max.bytes": 8 * 1024 * 1024,
+    }
+    conf.update(extra)
+    conf.update(spec.client)
+    return conf
+
+
+def producer_config(
+    bootstrap: str, client: Mapping[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """librdkafka producer settings: idempotent, batched, bounded queue (backpressure)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 20,
+        "enable.idempotence": True,
+        "queue.buffering.max.messages": 100_000,
+        "queue.buffering.max.kbytes": 65536,
+        "compression.type": "none",
+    }
+    conf.update(extra)
+    conf.update(client or {})
+    return conf
+
+
+# -- messages -> Arrow -------------------------------------------------------
+
+
+def messages_to_batch(
+    msgs: Sequence[Any],
+    deserializer: Deserializer,
+    source: str,
+    dead_letters: DeadLetterSink | None,
+) -> tuple[pa.RecordBatch | None, int]:
+    """Decode data messages (no error events) into one batch with the system columns.
+
+    Undecodable messages go to ``dead_letters`` with their original bytes and
+    partition/offset. Returns the batch (None when nothing decoded) and how
+    many messages were dead-lettered.
+    """
+    if not msgs:
+        return None, 0
+    values = [m.value() for m in msgs]
+    decoded = deserializer.decode(values)
+    if decoded.errors:
+        _dead_letter(msgs, values, decoded.errors, source, dead_letters)
+    keep = decoded.rows
+    kept = msgs if keep is None else [msgs[i] for i in keep]
+    if not kept:
+        return None, len(decoded.errors)
+    batch = decoded.batch
+    for name, column in system_columns(kept).items():
+        if name not in batch.schema.names:
+            batch = batch.append_column(name, column)
+    return batch, len(decoded.errors)
+
+
+def system_columns(msgs: Sequence[Any]) -> dict[str, pa.Array]:
+    """``_key`` (text, or bytes when not UTF-8), ``_timestamp``, ``_partition``, ``_offset``."""
+    keys = pa.array([m.key() for m in msgs], pa.binary())
+    try:
+        key_col = keys.cast(pa.string())
+    except pa.ArrowInvalid:
+        key_col = keys
+    return {
+        KEY: key_col,
+        TIMESTAMP: pa.array(np.fromiter((m.timestamp()[1] for m in msgs), np.int64, len(msgs))),
+        PARTITION: pa.array(np.fromiter((m.partition() for m in msgs), np.int32, len(msgs))),
+        OFFSET: pa.array(np.fromiter((m.offset() for m in msgs), np.int64, len(msgs))),
+    }
+
+
+def _dead_letter(
+    msgs: Sequence[Any],
+    values: list[Any],
+    errors: list[tuple[int, str]],
+    source: str,
+    sink: DeadLetterSink | None,
+) -> None:
+    letters = [
+        DeadLetter(
+            error=why,
+            original=values[i] if values[i] is not None else b"",
+            source=f"{source} ({msgs[i].topic()})",
+            position=f"partition={msgs[i].partition()} offset={msgs[i].offset()}",
+            operator="decode",
+        )
+        for i, why in errors
+    ]
+    if sink is None:
+        for letter in letters:
+            log.warning("undecodable message at %s: %s", letter.position, letter.error)
+        return
+    sink.write(letters)
+
+
+def split_events(msgs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """(data messages, error/EOF events). Raises on a fatal consumer error."""
+    if not any(m.error() for m in msgs):
+        return list(msgs), []
+    data, events = [], []
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            data.append(m)
+            continue
+        if err.code() != ck.KafkaError._PARTITION_EOF and (err.fatal() or not err.retriable()):
+            if err.code() in (ck.KafkaError.UNKNOWN_TOPIC_OR_PART, ck.KafkaError._UNKNOWN_TOPIC):
+                raise ConnectorError(f"Kafka topic {m.topic()!r} does not exist: {err.str()}")
+            if err.fatal():
+                raise ConnectorError(f"Kafka consumer failed: {err.str()}")
+            log.warning("Kafka consumer error: %s", err.str())
+        events.append(m)
+    return data, events
+
+
+# -- admin -------------------------------------------------------------------
+
+
+def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int]:
+    """Partition ids of ``topic``; raises ConnectorError when it does not exist."""
+    client = _require_client()
+    admin = client.admin.AdminClient({"bootstrap.servers": bootstrap})
+    md = admin.list_topics(topic, timeout=timeout)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise ConnectorError(f"Kafka topic {topic!r} not found on {bootstrap}")
+    return sorted(meta.partitions)
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 10.0) -> None:
+    """Create ``topic`` when it does not exist (an existing topic is left as it is)."""
+    client = _require_client()
+    admin = client.admin.AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=timeout).topics:
+        return
+    futures = admin.create_topics([client.admin.NewTopic(topic, partitions, 1)])
+    for fut in futures.values():
+        try:
+            fut.result(timeout)
+        except client.KafkaException as exc:
+            if exc.args[0].code() != client.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise ConnectorError(f"cannot create topic {topic!r}: {exc}") from exc
+
+
+# -- source ------------------------------------------------------------------
+
+
+def start_offsets(consumer: Any, spec: TopicSpec, parts: Sequence[int]) -> list[Any]:
+    """Where each partition starts: the group's committed offset, else ``auto.offset.reset``."""
+    tps = [ck.TopicPartition(spec.topic, p) for p in parts]
+    committed = consumer.committed(tps, timeout=10) if spec.group_id else tps
+    reset = ck.OFFSET_BEGINNING if spec.offset_reset == "earliest" else ck.OFFSET_END
+    return [
+        ck.TopicPartition(spec.topic, c.partition, c.offset if c.offset >= 0 else reset)
+        for c in committed
+    ]
+
+
+class EndTracker:
+    """Knows when a bounded read ('latest') has reached the end of every partition.
+
+    The end of a partition is its high watermark as reported by the first
+    fetch response that reaches it (the broker's ListOffsets answer is not
+    used: Tansu 0.6 answers it with the base offset of the last record batch,
+    not the end of the log). A partition is done at its end-of-partition event
+    or once a record at ``end - 1`` or later has been read.
+    """
+
+    def __init__(self, consumer: Any, topic: str, parts: Sequence[int]) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.ends: dict[int, int | None] = dict.fromkeys(parts)
+
+    @property
+    def done(self) -> bool:
+        return not self.ends
+
+    def update(self, data: Sequence[Any], events: Sequence[Any]) -> list[int]:
+        """Record progress; return the partitions that just finished."""
+        reached: dict[int, int] = {}
+        for m in data:
+            reached[m.partition()] = m.offset() + 1
+        finished = [
+            m.partition()
+            for m in events
+            if m.error().code() == ck.KafkaError._PARTITION_EOF and m.partition() in self.ends
+        ]
+        for part, offset in reached.items():
+            end = self._end(part)
+            if end is not None and offset >= end:
+                finished.append(part)
+        finished = sorted(set(finished))
+        for part in finished:
+            self.ends.pop(part, None)
+        return finished
+
+    def _end(self, part: int) -> int | None:
+        if part not in self.ends:
+            return None
+        end = self.ends[part]
+        if end is None:
+            tp = ck.TopicPartition(self.topic, part)
+            high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high is not None and high[1] >= 0:
+                end = self.ends[part] = high[1]
+        return end
+
+
+class KafkaSource:
+    """All partitions of one topic as a single stream of record batches.
+
+    Bounded (``'<name>.bounded'='latest'``): reads every partition from the
+    group's committed offset (else ``auto.offset.reset``) up to the end offset
+    that existed at start, then ends. Unbounded: joins the consumer group and
+    reads until closed. This source never commits offsets; jobs that need
+    restarts without loss run through ``flowsql.server.kafka_job``.
+    """
+
+    def __init__(self, spec: TopicSpec, dead_letters: DeadLetterSink | None = None) -> None:
+        client = _require_client()
+        self.spec = spec
+        self.name = spec.name
+        self.dead_lettered = 0
+        self.records = 0
+        self.dead_letters = dead_letters
+        self.deserializer = spec.deserializer()
+        self.consumer = client.Consumer(consumer_config(spec))
+        self._closed = False
+        self._bound: EndTracker | None = None
+        if spec.bounded:
+            self._assign_bounded()
+        else:
+            self.consumer.subscribe([spec.topic])
+
+    def _assign_bounded(self) -> None:
+        parts = topic_partitions(self.spec.bootstrap, self.spec.topic)
+        start = start_offsets(self.consumer, self.spec, parts)
+        self._bound = EndTracker(self.consumer, self.spec.topic, parts)
+        self.consumer.assign(start)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Micro-batches of up to ``batch.size`` records (waiting at most ``batch.max.wait.ms``)."""
+        timeout = self.spec.max_wait_ms / 1000
+        while not self._closed and not (self._bound is not None and self._bound.done):
+            msgs = self.consumer.consume(self.spec.batch_size, timeout)
+            data, events = split_events(msgs)
+            if self._bound is not None:
+                for part in self._bound.update(data, events):
+                    self.consumer.incremental_unassign([ck.TopicPartition(self.spec.topic, part)])
+            batch, bad = messages_to_batch(data, self.deserializer, self.name, self.dead_letters)
+            self.dead_lettered += bad
+            if batch is not None and batch.num_rows:
+                self.records += batch.num_rows
+                yield batch
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.consumer.close()
+
+
+# -- sink --------------------------------------------------------------------
+
+
+class KafkaSink:
+    """Writes result rows to a topic, keyed by the GROUP BY / KEY columns.
+
+    ``write`` blocks while the producer's queue is full (backpressure: a slow
+    broker slows the job, memory stays bounded). ``flush`` waits for every
+    message to be acknowledged and raises ``ConnectorError`` if any failed.
+
+    Args:
+        spec: the output stream's settings.
+        key_columns: columns forming the message key (``_key`` wins when selected).
+        producer: an existing producer (the job runner passes its transactional
+            one); otherwise the sink creates an idempotent producer.
+    """
+
+    def __init__(
+        self,
+        spec: TopicSpec,
+        key_columns: Sequence[str] = (),
+        producer: Any | None = None,
+    ) -> None:
+        client = _require_client()
+        self.spec = spec
+        self.topic = spec.topic
+        self.key_columns = tuple(key_columns)
+        self.serializer = spec.serializer()
+        self._own = producer is None
+        self.producer = producer or client.Producer(producer_config(spec.bootstrap, spec.client))
+        self.records_out = 0
+        self.failures: list[str] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        keys = encode_keys(batch, self.key_columns)
+        value_batch = _without(batch, (KEY,))
+        values = self.serializer.encode(value_batch)
+        produce_all(self.producer, self.topic, values, keys, on_delivery=self._on_delivery)
+        self.records_out += len(values)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failures.append(f"{msg.topic()}: {err.str()}")
+
+    def flush(self) -> None:
+        pending = self.producer.flush(60)
+        if pending:
+            raise ConnectorError(f"{pending} messages to {self.topic!r} not delivered after 60s")
+        if self.failures:
+            first, count = self.failures[0], len(self.failures)
+            self.failures = []
+            raise ConnectorError(f"{count} messages to {self.topic!r} failed, first: {first}")
+
+    def close(self) -> None:
+        if self._own:
+            self.flush()
+
+
+def produce_all(
+    producer: Any,
+    topic: str,
+    values: Sequence[bytes],
+    keys: Sequence[bytes | None] | None = None,
+    *,
+    partition: int | None = None,
+    headers: Any = None,
+    on_delivery: Any = None,
+) -> None:
+    """Produce messages, waiting (serving callbacks) while the local queue is full."""
+    produce = producer.produce
+    for i, value in enumerate(values):
+        key = keys[i] if keys is not None else None
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers is not None:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                produce(topic, value, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.05)  # queue full: wait for acknowledgements
+    producer.poll(0)
+
+
+def encode_keys(batch: pa.RecordBatch, key_columns: Sequence[str]) -> list[bytes | None] | None:
+    """Message keys: ``_key`` if selected, else the key columns (one: its text; several: a JSON array)."""
+    names = batch.schema.names
+    if KEY in names:
+        return [_key_bytes(v) for v in batch.column(KEY).to_pylist()]
+    cols = [c for c in key_columns if c in names]
+    if not cols:
+        return None
+    if len(cols) == 1:
+        return [_key_bytes(v) for v in batch.column(cols[0]).to_pylist()]
+    rows = zip(*(batch.column(c).to_pylist() for c in cols), strict=True)
+    enc = msgspec.json.Encoder(decimal_format="string")
+    return [enc.encode(list(r)) for r in rows]
+
+
+def _key_bytes(v: Any) -> bytes | None:
+    if v is None:
+        return None
+    if isinstance(v, bytes):
+        return v
+    return str(v).encode()
+
+
+def _without(batch: pa.RecordBatch, drop: Sequence[str]) -> pa.RecordBatch:
+    idx = [i for i, name in enumerate(batch.schema.names) if name not in drop]
+    return batch if len(idx) == batch.num_columns else batch.select(idx)
+
+
+def output_key_columns(statement: n.Statement, stream: str | None = None) -> tuple[str, ...]:
+    """The output key: ``'<stream>.key'`` when given, else the GROUP BY key names."""
+    stream = stream or statement.name
+    explicit = statement.properties.get(f"{stream}.key")
+    if explicit:
+        return tuple(c.strip() for c in explicit.split(",") if c.strip())
+    for node in n.walk(statement.plan):
+        if isinstance(node, n.Aggregate):
+            return tuple(name for name, _ in node.keys)
+    return ()
+
+
+# -- dead letters ------------------------------------------------------------
+
+
+class KafkaDeadLetters:
+    """Dead letters to a topic: the original bytes as value, the reason in headers
+    (``flowsql.error``, ``flowsql.source``, ``flowsql.position``, ``flowsql.operator``)."""
+
+    def __init__(self, bootstrap: str, topic: str, producer: Any | None = None) -> None:
+        client = _require_client()
+        self.topic = topic
+        self.count = 0
+        self._own = producer is None
+        self.producer = producer or client.Producer(producer_config(bootstrap))
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            value = (
+                letter.original if isinstance(letter.original, bytes) else letter.original.encode()
+            )
+            headers = [
+                (DLQ_ERROR, letter.error.encode()),
+                (DLQ_SOURCE, letter.source.encode()),
+                (DLQ_POSITION, letter.position.encode()),
+                (DLQ_OPERATOR, letter.operator.encode()),
+            ]
+            produce_all(self.producer, self.topic, [value], headers=headers)
+        self.count += len(letters)
+
+    def flush(self) -> None:
+        self.producer.flush(30)
+
+    def close(self) -> None:
+        if self._own:
+            self.flush()
+
+
+def dead_letters_from_properties(
+    props: Mapping[str, str], bootstrap: str
+) -> KafkaDeadLetters | None:
+    """A dead-letter topic sink when ``'dlq.topic'`` is set."""
+    topic = props.get("dlq.topic")
+    if not topic:
+        return None
+    ensure_topic(props.get("dlq.bootstrap.servers", bootstrap), topic)
+    return KafkaDeadLetters(props.get("dlq.bootstrap.servers", bootstrap), topic)
+
+
+# -- registry hooks ----------------------------------------------------------
+
+
+def kafka_source_from_properties(
+    name: str, props: Mapping[str, str], dead_letters: DeadLetterSink | None = None
+) -> KafkaSource:
+    """The source declared by ``'<name>.type'='kafka_source'`` and its keys."""
+    spec = TopicSpec.from_properties(name, props)
+    if dead_letters is None:
+        dead_letters = dead_letters_from_properties(props, spec.bootstrap)
+    return KafkaSource(spec, dead_letters)
+
+
+def kafka_sink_from_properties(
+    stream: str, props: Mapping[str, str], key_columns: Sequence[str] = ()
+) -> KafkaSink:
+    """The sink declared by ``'<stream>.type'='kafka_sink'`` and its keys."""
+    spec = TopicSpec.from_properties(stream, props)
+    explicit = props.get(f"{stream}.key")
+    if explicit:
+        key_columns = tuple(c.strip() for c in explicit.split(",") if c.strip())
+    return KafkaSink(spec, key_columns)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (used by jobs and tests)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

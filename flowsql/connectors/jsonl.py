@@ -1,0 +1,379 @@
+"""JSON lines <-> Arrow, in bulk.
+
+Decoding: a chunk of lines (~8 MB, ~100K lines) is parsed in one
+``polars.read_ndjson`` call against a fixed schema (measured fastest here:
+~2M rec/s, vs. msgspec + building Arrow columns ~1.2M and pyarrow.json ~1.0M).
+Only when that call fails does the chunk take the slow path: each line is
+checked on its own, bad lines become dead letters carrying the original text,
+the error and ``file:line``, and the good lines are parsed in bulk again.
+
+The schema is given, or inferred from a sample of the first lines: a column is
+numeric when most of its values are numbers, boolean when most are booleans,
+else a string (any JSON value fits a string column: objects and arrays keep
+their JSON text). Later values of the wrong type are dead letters.
+
+Encoding: one JSON object per row keyed by column name; timestamps as epoch ms
+integers, decimals as strings (exact), NaN/inf as null.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowsql.records import OFFSET, DeadLetter
+
+log = logging.getLogger(__name__)
+
+#: Lines of the first chunk used to infer a schema.
+INFER_LINES = 20_000
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class Decoded:
+    """One decoded chunk: the rows (None when none were good) and the dead letters."""
+
+    batch: pa.RecordBatch | None
+    letters: list[DeadLetter] = field(default_factory=list)
+
+
+class JsonlDecoder:
+    """Decodes chunks of JSON lines into record batches of one schema.
+
+    Args:
+        schema: the columns and their types; None = infer from the first chunk.
+        source: input name put on dead letters.
+        path: file name used in dead-letter positions (``path:line``).
+        offsets: add the 1-based line number as the ``_offset`` system column.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema | None = None,
+        *,
+        source: str = "",
+        path: str = "",
+        offsets: bool = True,
+    ) -> None:
+        self.source = source
+        self.path = path
+        self.offsets = offsets
+        self.schema: pa.Schema | None = None
+        self._polars: dict[str, Any] = {}
+        self._checks: dict[str, Callable[[Any], bool]] = {}
+        if schema is not None:
+            self._set_schema(schema)
+
+    def infer(self, chunk: bytes) -> pa.Schema:
+        """Fix the schema from the first lines of ``chunk`` unless it is known."""
+        if self.schema is None:
+            self._set_schema(infer_schema(chunk))
+        assert self.schema is not None
+        return self.schema
+
+    def decode(self, chunk: bytes, first_line: int = 1) -> Decoded:
+        """Decode complete lines; ``first_line`` is the line number of the first one."""
+        self.infer(chunk)
+        try:
+            table = self._bulk(chunk)
+        except (pl.exceptions.PolarsError, OverflowError, ValueError) as exc:
+            log.debug("chunk at line %d takes the slow path: %s", first_line, exc)
+            return self._decode_dirty(chunk, first_line)
+        lines = _line_numbers(chunk, first_line, table.num_rows)
+        return Decoded(self._finish(table, lines))
+
+    def _set_schema(self, schema: pa.Schema) -> None:
+        schema = pa.schema([f for f in schema if f.name != OFFSET])
+        self.schema = schema
+        self._polars = {f.name: _polars_type(f.type) for f in schema}
+        self._checks = {f.name: _check_for(f.type) for f in schema}
+
+    def _bulk(self, chunk: bytes) -> pa.Table:
+        if not chunk.strip():
+            return pa.table({name: pa.array([], pa.null()) for name in self._polars})
+        frame = pl.read_ndjson(io.BytesIO(chunk), schema=self._polars)
+        return frame.to_arrow()
+
+    def _finish(self, table: pa.Table, lines: np.ndarray) -> pa.RecordBatch:
+        assert self.schema is not None
+        table = _cast(table, self.schema)
+        if self.offsets:
+            table = table.append_column(OFFSET, pa.array(lines, pa.int64()))
+        return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table)
+
+    def _decode_dirty(self, chunk: bytes, first_line: int) -> Decoded:
+        good: list[bytes] = []
+        numbers: list[int] = []
+        letters: list[DeadLetter] = []
+        for i, line in enumerate(chunk.split(b"\n")):
+            line = line.rstrip(b"\r")
+            if not line.strip():
+                continue
+            error = self._check(line)
+            if error:
+                letters.append(self._letter(error, line, first_line + i))
+            else:
+                good.append(line)
+                numbers.append(first_line + i)
+        tables = self._bulk_or_split(good, numbers, letters)
+        if not tables:
+            return Decoded(None, letters)
+        table = pa.concat_tables([t for t, _ in tables])
+        lines = np.concatenate([n for _, n in tables])
+        return Decoded(self._finish(table, lines), letters)
+
+    def _bulk_or_split(
+        self, lines: list[bytes], numbers: list[int], letters: list[DeadLetter]
+    ) -> list[tuple[pa.Table, np.ndarray]]:
+        """Parse validated lines in bulk; if the parser still objects, halve until
+        the lines it rejects are found (rare: the checks mirror the parser)."""
+        if not lines:
+            return []
+        try:
+            return [(self._bulk(b"\n".join(lines)), np.asarray(numbers, np.int64))]
+        except (pl.exceptions.PolarsError, OverflowError, ValueError) as exc:
+            if len(lines) == 1:
+                letters.append(self._letter(str(exc), lines[0], numbers[0]))
+                return []
+        mid = len(lines) // 2
+        return self._bulk_or_split(lines[:mid], numbers[:mid], letters) + self._bulk_or_split(
+            lines[mid:], numbers[mid:], letters
+        )
+
+    def _check(self, line: bytes) -> str:
+        """Why this line cannot be decoded into the schema, or "" when it can."""
+        try:
+            obj = msgspec.json.decode(line)
+        except msgspec.DecodeError as exc:
+            return f"invalid JSON: {exc}"
+        if not isinstance(obj, dict):
+            return f"expected a JSON object, got {_json_type(obj)}"
+        for name, ok in self._checks.items():
+            value = obj.get(name)
+            if value is not None and not ok(value):
+                expected = self._polars[name]
+                return (
+                    f"column '{name}': expected {_describe(expected)},"
+                    f" got {_json_type(value)} {_short(value)}"
+                )
+        return ""
+
+    def _letter(self, error: str, line: bytes, number: int) -> DeadLetter:
+        return DeadLetter(
+            error=error,
+            original=line.decode("utf-8", errors="replace"),
+            source=self.source,
+            position=f"{self.path}:{number}" if self.path else f"line {number}",
+            operator="decode",
+        )
+
+
+def _line_numbers(chunk: bytes, first_line: int, rows: int) -> np.ndarray:
+    """Line number of each decoded row: consecutive unless the chunk has blank lines."""
+    newlines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    if newlines == rows:
+        return np.arange(first_line, first_line + rows, dtype=np.int64)
+    raw = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10)
+    if not chunk.endswith(b"\n"):
+        ends = np.append(ends, len(chunk))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    blank = np.array([not chunk[s:e].strip() for s, e in zip(starts, ends, strict=True)])
+    return (np.flatnonzero(~blank) + first_line).astype(np.int64)
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = []
+    for f in schema:
+        col = table.column(f.name)
+        columns.append(col if col.type == f.type else col.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _empty(table: pa.Table) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([], f.type) for f in table.schema], schema=table.schema
+    )
+
+
+# ------------------------------------------------------------------- types and inference
+
+
+def _polars_type(t: pa.DataType) -> Any:
+    """The polars type a column is parsed as (then cast to ``t`` in Arrow)."""
+    if pa.types.is_boolean(t):
+        return pl.Boolean
+    if pa.types.is_integer(t):
+        return pl.Int64
+    if pa.types.is_floating(t):
+        return pl.Float64
+    return pl.String  # strings, decimals (exact text), timestamps (ISO text)...
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int64(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and _INT64_MIN <= v <= _INT64_MAX
+
+
+def _check_for(t: pa.DataType) -> Callable[[Any], bool]:
+    """A per-value check that mirrors what the bulk parser accepts for ``t``."""
+    kind = _polars_type(t)
+    if kind == pl.Boolean:
+        return lambda v: isinstance(v, bool)
+    if kind == pl.Int64:
+        return _is_int64
+    if kind == pl.Float64:
+        return _is_number
+    return lambda v: True
+
+
+def _json_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object" if isinstance(v, dict) else "null"
+
+
+def _describe(kind: Any) -> str:
+    return {pl.Boolean: "a boolean", pl.Int64: "an integer", pl.Float64: "a number"}.get(
+        kind, "a string"
+    )
+
+
+def _short(v: Any) -> str:
+    text = msgspec.json.encode(v).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def infer_schema(chunk: bytes, max_lines: int = INFER_LINES) -> pa.Schema:
+    """Infer column types from the first ``max_lines`` lines of ``chunk``.
+
+    Columns appear in first-seen order. Majority rules, so a few bad values do
+    not change a column's type: numeric when more than half of the non-null
+    values are numbers (float64 if any has a fraction or overflows int64, else
+    int64), boolean when more than half are booleans, else string.
+    """
+    tallies: dict[str, Counter[str]] = {}
+    for obj in _sample(chunk, max_lines):
+        for name, value in obj.items():
+            tally = tallies.setdefault(name, Counter())
+            if value is not None:
+                tally[_value_kind(value)] += 1
+    return pa.schema([(name, _majority(t)) for name, t in tallies.items()])
+
+
+def _sample(chunk: bytes, max_lines: int) -> Iterable[dict[str, Any]]:
+    end = 0
+    for _ in range(max_lines):
+        nxt = chunk.find(b"\n", end)
+        if nxt < 0:
+            end = len(chunk)
+            break
+        end = nxt + 1
+    head = chunk[:end]
+    try:
+        rows = msgspec.json.Decoder().decode_lines(head)
+    except msgspec.DecodeError:
+        rows = [_try_decode(line) for line in head.split(b"\n")]
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _try_decode(line: bytes) -> Any:
+    try:
+        return msgspec.json.decode(line) if line.strip() else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _value_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int" if _INT64_MIN <= v <= _INT64_MAX else "float"
+    if isinstance(v, float):
+        return "float"
+    return "string"
+
+
+def _majority(tally: Counter[str]) -> pa.DataType:
+    total = sum(tally.values())
+    numbers = tally["int"] + tally["float"]
+    if total and numbers * 2 > total:
+        return pa.float64() if tally["float"] else pa.int64()
+    if total and tally["bool"] * 2 > total:
+        return pa.bool_()
+    return pa.string()
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def jsonable(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Columns converted for JSON output: timestamps -> epoch ms, decimals and
+    dates/times -> strings, dictionaries decoded, NaN/inf -> null."""
+    columns = [_jsonable_column(col) for col in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _jsonable_column(col: pa.Array) -> pa.Array:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        return _jsonable_column(col.dictionary_decode())
+    if pa.types.is_timestamp(t):
+        return col.cast(pa.timestamp("ms", t.tz)).cast(pa.int64())
+    if pa.types.is_decimal(t) or pa.types.is_date(t) or pa.types.is_time(t):
+        return col.cast(pa.string())
+    if pa.types.is_duration(t):
+        return col.cast(pa.duration("ms")).cast(pa.int64())
+    if pa.types.is_floating(t) and col.null_count < len(col):
+        finite = pc.is_finite(col)
+        return col if pc.all(finite).as_py() else pc.if_else(finite, col, None)
+    return col
+
+
+def encode_lines(batch: pa.RecordBatch) -> bytes:
+    """The rows of ``batch`` as JSON lines, each ending in a newline.
+
+    Written by polars (~4x faster here than ``to_pylist`` + msgspec, which stays
+    as the fallback for what polars refuses, e.g. duplicate column names).
+    """
+    if batch.num_rows == 0:
+        return b""
+    batch = jsonable(batch)
+    try:
+        buffer = io.BytesIO()
+        pl.from_arrow(batch).write_ndjson(buffer)  # type: ignore[union-attr]
+        return buffer.getvalue()
+    except (pl.exceptions.PolarsError, ValueError, TypeError):
+        names = batch.schema.names
+        rows = [
+            dict(zip(names, values, strict=True))
+            for values in zip(*(c.to_pylist() for c in batch.columns), strict=True)
+        ]
+        return _ENCODER.encode_lines(rows)

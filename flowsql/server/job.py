@@ -1,0 +1,530 @@
+"""A running job: one statement driven source -> processor -> sink on its own thread.
+
+The job thread reads the source; it holds the job's lock while a batch goes
+through the processor into the sink, and while the end-of-input flush runs.
+Whoever else holds that lock (pause, stop, a processor switch from the REST
+API) therefore sees the job at a batch boundary: the processor holds no
+half-processed input, so pausing, snapshotting and switching there loses and
+repeats nothing. A job whose source is idle is at a boundary too, so these
+requests do not wait for the next batch to arrive.
+
+Switching processors (``switch_processor``), under the lock:
+
+0. drain: a V2 processor returns the outputs of batches still in flight;
+1. snapshot the current processor (operator state + event-time maximum);
+2. build the new processor (V1, or V2 with N partitions);
+3. restore the snapshot into it (V2 re-partitions keyed state by routing key);
+4. carry the old processor's late/dead-letter counters over, close it;
+5. continue with the next batch.
+
+If a step fails the job keeps its old processor and the request reports the error.
+Stopping does not emit open windows: it flushes the sink and, when
+``server.checkpoint_dir`` is set, writes the processor snapshot there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from flowsql.connectors.base import Sink, Source
+from flowsql.errors import ExecutionError, FlowSQLError
+from flowsql.plan import nodes as n
+from flowsql.records import DeadLetterSink
+from flowsql.server.config import ProcessorChoice, Redactor
+from flowsql.server.failures import BatchFailureHandler, FailurePolicy, StopRequested
+from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+
+log = logging.getLogger(__name__)
+
+ProcessorFactory = Callable[[n.Statement, ProcessorChoice, DeadLetterSink], JobProcessor]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.FINISHED, JobState.FAILED, JobState.STOPPED)
+
+
+def make_processor(
+    statement: n.Statement, choice: ProcessorChoice, dead_letters: DeadLetterSink
+) -> JobProcessor:
+    """V1 ``SimpleJobProcessor`` or V2 ``PartitionedJobCoordinator`` for ``choice``."""
+    if choice.version == "v1":
+        return SimpleJobProcessor(statement, dead_letters=dead_letters)
+    from flowsql.server.coordinator import PartitionedJobCoordinator
+
+    return PartitionedJobCoordinator(
+        statement,
+        num_partitions=choice.num_partitions,
+        dead_letters=dead_letters,
+        job=statement.name,
+    )
+
+
+def is_processor_broken(exc: BaseException, processor: JobProcessor) -> bool:
+    """True when ``exc`` left the processor unusable (a V2 worker died, or the
+    coordinator shut itself down after an error), as opposed to one batch that
+    could not be processed by a processor that carries on."""
+    if isinstance(exc, EOFError | ConnectionError):
+        return True
+    for flag in ("broken", "closed", "_closed"):
+        if getattr(processor, flag, False) is True:
+            return True
+    workers = getattr(processor, "workers", None) or ()
+    return any(getattr(worker, "failed", False) for worker in workers)
+
+
+@dataclass
+class JobStatus:
+    """What ``GET /jobs/{name}`` shows. Secrets are masked."""
+
+    name: str
+    kind: str
+    state: str
+    processor: str
+    processor_version: str
+    num_partitions: int
+    records_in: int
+    records_out: int
+    records_per_second: float
+    watermark_ms: int | None
+    watermark: str | None
+    late_records: int
+    dead_lettered: int
+    failed_batches: int
+    retries: int
+    last_error: str | None
+    failure_strategy: str
+    started_at: str
+    finished_at: str | None
+    sources: list[str]
+    properties: dict[str, str]
+    annotations: dict[str, str]
+    sql: str
+    pause_requested: bool = False
+    switches: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Counters:
+    """Job-level counters, written by the job thread only."""
+
+    records_in: int = 0
+    records_out: int = 0
+    batches: int = 0
+    late_carried: int = 0
+    dead_carried: int = 0
+    late_now: int = 0
+    dead_now: int = 0
+    max_event_time: int | None = None
+    active_s: float = 0.0
+
+
+class Job:
+    """One deployed statement running on its own thread.
+
+    Args:
+        statement: the planned statement.
+        source: where its input comes from.
+        sink: where its output goes.
+        choice: the processor to start with.
+        policy: what to do with a batch that raises.
+        dead_letters: where bad records go.
+        redactor: masks secrets in everything the job shows.
+        processor_factory: builds processors (tests inject fakes).
+        name: the job's name (default: the statement's).
+        checkpoint_dir: where a stopped job leaves its processor snapshot.
+    """
+
+    def __init__(
+        self,
+        statement: n.Statement,
+        *,
+        source: Source,
+        sink: Sink,
+        choice: ProcessorChoice,
+        policy: FailurePolicy,
+        dead_letters: DeadLetterSink,
+        redactor: Redactor,
+        processor_factory: ProcessorFactory = make_processor,
+        name: str | None = None,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        self.name = name or statement.name
+        self.statement = statement
+        self.source = source
+        self.sink = sink
+        self.choice = choice
+        self.policy = policy
+        self.dead_letters = dead_letters
+        self.redactor = redactor
+        self.checkpoint_dir = checkpoint_dir
+        self._factory = processor_factory
+        self._lateness_ms = _allowed_lateness(statement.plan)
+        self._counters = _Counters()
+        self._lock = threading.RLock()  # held while the processor or the sink is in use
+        self._resumed = threading.Condition(self._lock)
+        self._pause_requested = False
+        self._stopping = threading.Event()
+        self._state = JobState.RUNNING
+        self._last_error: str | None = None
+        self._switches: list[str] = []
+        self._started = datetime.now(UTC)
+        self._finished: datetime | None = None
+        self._thread: threading.Thread | None = None
+        self.processor = processor_factory(statement, choice, dead_letters)
+        self._processor_label = _label(self.processor)
+        self._failures = BatchFailureHandler(
+            policy,
+            job=self.name,
+            write_letters=dead_letters.write,
+            stopping=self._stopping,
+            is_fatal=lambda exc: is_processor_broken(exc, self.processor),
+        )
+
+    # -- control (any thread) -------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the job thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"flowsql-job-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def state(self) -> JobState:
+        return self._state
+
+    def pause(self, timeout: float = 30.0) -> JobState:
+        """Pause at the next batch boundary: wait up to ``timeout`` s for the batch
+        being processed; the pause applies after it either way."""
+        self._pause_requested = True
+        if not self._lock.acquire(timeout=timeout):
+            return self._state
+        try:
+            if not self._state.terminal and self._pause_requested:
+                self._drain()
+                self.sink.flush()
+                self._set_state(JobState.PAUSED)
+        finally:
+            self._lock.release()
+        return self._state
+
+    def resume(self) -> JobState:
+        """Let a paused job continue."""
+        with self._resumed:
+            self._pause_requested = False
+            if self._state is JobState.PAUSED:
+                self._set_state(JobState.RUNNING)
+            self._resumed.notify_all()
+        return self._state
+
+    def stop(self, timeout: float = 10.0) -> JobState:
+        """Stop at the next batch boundary (open windows are not emitted) and wait up
+        to ``timeout`` s for the job thread to end."""
+        self.request_stop()
+        if self._lock.acquire(timeout=timeout):
+            try:
+                self._stop_at_boundary()
+            finally:
+                self._lock.release()
+        self.join(timeout)
+        return self._state
+
+    def request_stop(self) -> None:
+        """Ask the job to stop at the next batch boundary; do not wait."""
+        self._stopping.set()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._resumed.notify_all()
+            finally:
+                self._lock.release()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job thread to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def close_unstarted(self) -> None:
+        """Release the processor, source and sink of a job that was never started."""
+        for thing in (self.processor, self.source, self.sink):
+            _close_quietly(thing, self.name)
+
+    def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
+        """Move the job to another processor at the next batch boundary.
+
+        Raises:
+            ExecutionError: the job has ended, the batch being processed did not
+                finish within ``timeout`` s, or the switch failed (the job then
+                keeps its processor).
+        """
+        if not self._lock.acquire(timeout=timeout):
+            raise ExecutionError(
+                f"job '{self.name}': no batch boundary within {timeout}s; try again"
+            )
+        try:
+            if self._state.terminal:
+                raise ExecutionError(f"job '{self.name}' is {self._state.value}: cannot switch")
+            self._switch(choice)
+        finally:
+            self._lock.release()
+        return self.status()
+
+    def status(self) -> JobStatus:
+        """A view of the job, read without waiting for the batch in progress."""
+        c = self._counters
+        st = self.statement
+        name, version, partitions = self._processor_label
+        watermark = None if c.max_event_time is None else c.max_event_time - self._lateness_ms
+        failures = self._failures.counters
+        return JobStatus(
+            name=self.name,
+            kind=st.kind,
+            state=self._state.value,
+            processor=name,
+            processor_version=version,
+            num_partitions=partitions,
+            records_in=c.records_in,
+            records_out=c.records_out,
+            records_per_second=round(c.records_in / c.active_s, 1) if c.active_s > 0 else 0.0,
+            watermark_ms=watermark,
+            watermark=_iso(watermark),
+            late_records=c.late_carried + c.late_now,
+            dead_lettered=c.dead_carried + c.dead_now + failures.dead_lettered,
+            failed_batches=failures.failed_batches,
+            retries=failures.retries,
+            last_error=self.redactor.text(self._last_error or self._failures.last_error),
+            failure_strategy=self.policy.strategy.value,
+            started_at=self._started.isoformat(timespec="seconds"),
+            finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
+            sources=list(st.sources),
+            properties=self.redactor.properties(st.properties),
+            annotations=dict(st.annotations),
+            sql=self.redactor.sql(st.sql),
+            pause_requested=self._pause_requested and self._state is JobState.RUNNING,
+            switches=list(self._switches),
+        )
+
+    # -- the job thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._drive()
+        except StopRequested:
+            self._stop_at_boundary()
+        except BaseException as exc:  # the thread records every failure
+            self._fail(exc)
+        finally:
+            self._close()
+
+    def _drive(self) -> None:
+        """Feed every batch through the processor, then flush at end of input."""
+        batches = self.source.batches()
+        try:
+            for batch in batches:
+                if self._stopping.is_set() or self._state.terminal:
+                    return self._stop_at_boundary()
+                if batch.num_rows and not self._step(self._process, batch):
+                    return None
+                if self.processor.done:
+                    break
+        finally:
+            _close_iterator(batches)
+        self._step(self._finish_input, None)
+
+    def _step(self, work: Callable[[Any], None], arg: Any) -> bool:
+        """Run ``work(arg)`` at a batch boundary once not paused; False = stopped."""
+        with self._resumed:
+            while self._pause_requested and not self._stopping.is_set():
+                self._resumed.wait()
+            if self._stopping.is_set() or self._state.terminal:
+                self._stop_at_boundary()
+                return False
+            work(arg)
+            return True
+
+    def _process(self, batch: pa.RecordBatch) -> None:
+        began = time.perf_counter()
+        self._counters.records_in += batch.num_rows
+        self._counters.batches += 1
+        self._emit(self._failures.run(self.processor.process_batch, batch))
+        self._refresh_counters()
+        self._counters.active_s += time.perf_counter() - began
+
+    def _finish_input(self, _: None) -> None:
+        self._emit(self.processor.flush())
+        self._refresh_counters()
+        self.sink.flush()
+        self._end(JobState.FINISHED)
+
+    def _emit(self, batches: list[pa.RecordBatch]) -> None:
+        for batch in batches:
+            if batch.num_rows:
+                self.sink.write(batch)
+                self._counters.records_out += batch.num_rows
+
+    def _drain(self) -> None:
+        """Emit what a V2 processor still holds for batches it was already given."""
+        drain = getattr(self.processor, "drain", None)
+        if drain is not None and not is_processor_broken(Exception(), self.processor):
+            self._emit(drain())
+            self._refresh_counters()
+
+    def _refresh_counters(self) -> None:
+        metrics = self.processor.metrics
+        c = self._counters
+        c.late_now = metrics.late_records
+        c.dead_now = metrics.dead_lettered + int(getattr(self.source, "dead_lettered", 0))
+        high = metrics.max_event_time
+        if high is not None and (c.max_event_time is None or high > c.max_event_time):
+            c.max_event_time = high
+
+    # -- transitions (callers hold the lock) -----------------------------------------------
+
+    def _switch(self, choice: ProcessorChoice) -> None:
+        old = self.processor
+        self._drain()  # Step 0
+        snapshot = old.snapshot()  # Step 1
+        new = self._factory(self.statement, choice, self.dead_letters)  # Step 2
+        try:
+            new.restore(snapshot)  # Step 3
+        except BaseException:
+            _close_quietly(new, self.name)
+            raise
+        self._refresh_counters()  # Step 4
+        c = self._counters
+        c.late_carried += c.late_now
+        c.dead_carried += old.metrics.dead_lettered
+        c.late_now = 0
+        c.dead_now = int(getattr(self.source, "dead_lettered", 0))
+        self.processor, self.choice = new, choice
+        self._processor_label = _label(new)
+        _close_quietly(old, self.name)
+        self._switches.append(f"{_label_text(old)} -> {_label_text(new)}")
+        log.info("job %s: switched processor %s", self.name, self._switches[-1])
+
+    def _stop_at_boundary(self) -> None:
+        with self._lock:
+            if self._state.terminal:
+                return
+            try:
+                self._drain()
+                self._save_checkpoint()
+            finally:
+                self.sink.flush()
+                self._end(JobState.STOPPED)
+
+    def _save_checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        try:
+            write_snapshot(self.checkpoint_dir / f"{self.name}.snapshot", self.processor.snapshot())
+        except Exception as exc:
+            log.warning("job %s: checkpoint not written: %s", self.name, exc)
+
+    def _end(self, state: JobState) -> None:
+        self._finished = datetime.now(UTC)
+        self._set_state(state)
+        self._resumed.notify_all()
+        log.info("job %s: %s", self.name, state.value)
+
+    def _set_state(self, state: JobState) -> None:
+        self._state = state
+
+    def _fail(self, exc: BaseException) -> None:
+        reason = _describe(exc, self.processor)
+        with self._lock:
+            self._last_error = reason
+            log.error("job %s failed: %s", self.name, self.redactor.text(reason))
+            try:
+                self.sink.flush()
+            except Exception as flush_exc:
+                log.warning("job %s: sink flush after failure: %s", self.name, flush_exc)
+            self._end(JobState.FAILED)
+
+    def _close(self) -> None:
+        with self._lock:
+            if not self._state.terminal:
+                self._end(JobState.FAILED)
+            for thing in (self.processor, self.source, self.sink):
+                _close_quietly(thing, self.name)
+
+
+def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
+    """Write a processor snapshot atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(snapshot, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _label(processor: JobProcessor) -> tuple[str, str, int]:
+    return processor.processor_name, processor.processor_version, processor.num_partitions
+
+
+def _label_text(processor: JobProcessor) -> str:
+    return f"{processor.processor_version}({processor.num_partitions})"
+
+
+def _describe(exc: BaseException, processor: JobProcessor) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FlowSQLError) else str(exc)
+    if is_processor_broken(exc, processor) and processor.processor_version != "V1":
+        return f"processor {processor.processor_name} failed: {text}"
+    return text
+
+
+def _allowed_lateness(plan: n.Node) -> int:
+    for node in n.walk(plan):
+        if isinstance(node, n.Aggregate) and node.window is not None:
+            return node.allowed_lateness_ms
+    return 0
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _close_iterator(batches: Any) -> None:
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
+def _close_quietly(thing: Any, job: str) -> None:
+    try:
+        thing.close()
+    except Exception as exc:
+        log.warning("job %s: closing %s failed: %s", job, type(thing).__name__, exc)

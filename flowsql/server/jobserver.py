@@ -1,0 +1,406 @@
+"""``StreamJobServer``: deploys SQL apps as jobs and runs them concurrently.
+
+A SQL app is text with one or more statements. Each ``CREATE STREAM|TABLE name
+AS SELECT ...`` becomes a job called ``name``; a bare ``SELECT`` gets a
+generated name (``query_1``, ``query_2``...). Deploying is all or nothing: every
+statement is parsed, its processor choice and failure strategy validated and
+its source and sink opened before any job starts.
+
+Deploying is running code on this machine, so by default file sources and
+sinks must lie under ``server.file_roots`` and secrets are masked in
+everything the server shows (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+
+from flowsql.connectors.base import Sink, Source
+from flowsql.errors import ConfigError, FlowSQLError, did_you_mean
+from flowsql.plan.nodes import Statement
+from flowsql.records import DeadLetter
+from flowsql.server.config import (
+    FileRoots,
+    ProcessorChoice,
+    Redactor,
+    ServerSettings,
+    default_choice,
+    job_choice,
+    parse_choice,
+)
+from flowsql.server.failures import FailurePolicy
+from flowsql.server.job import Job, JobState, JobStatus, ProcessorFactory, make_processor
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[[Statement], Source]
+SinkFactory = Callable[[Statement], Sink]
+
+_JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+#: Last segments of WITH keys that name files or directories.
+_PATH_KEYS = frozenset({"path", "paths", "file", "files", "dir", "directory", "location"})
+#: Dead letters kept in memory per job (the count is exact; older letters are dropped).
+RECENT_LETTERS = 1000
+
+
+class UnknownJobError(FlowSQLError, LookupError):
+    """No job has that name."""
+
+
+class JobConflictError(FlowSQLError, ValueError):
+    """A job with that name is still running, or the request does not fit its state."""
+
+
+class RecentDeadLetters:
+    """The last :data:`RECENT_LETTERS` dead letters of a job (thread-safe)."""
+
+    def __init__(self, limit: int = RECENT_LETTERS) -> None:
+        self.limit = limit
+        self.letters: list[DeadLetter] = []
+        self._lock = threading.Lock()
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        with self._lock:
+            self.letters = (self.letters + list(letters))[-self.limit :]
+
+    def recent(self) -> list[DeadLetter]:
+        with self._lock:
+            return list(self.letters)
+
+
+class StreamJobServer:
+    """Runs deployed jobs, each on its own thread.
+
+    Args:
+        settings: the ``server`` section of the configuration.
+        source_factory: builds a statement's source (default: from its WITH
+            properties via ``flowsql.connectors.registry``).
+        sink_factory: builds a statement's sink (default: the registry's).
+        processor_factory: builds V1/V2 processors (tests inject fakes).
+        confine_files: refuse file paths outside ``settings.file_roots``.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        source_factory: SourceFactory | None = None,
+        sink_factory: SinkFactory | None = None,
+        processor_factory: ProcessorFactory = make_processor,
+        confine_files: bool = True,
+    ) -> None:
+        self.settings = settings or ServerSettings()
+        self.file_roots = FileRoots(self.settings.file_roots) if confine_files else None
+        self._default = default_choice(self.settings)
+        self._source_factory = source_factory or self._registry_source
+        self._sink_factory = sink_factory or self._registry_sink
+        self._processor_factory = processor_factory
+        self._jobs: dict[str, Job] = {}
+        self._letters: dict[str, RecentDeadLetters] = {}
+        self._lock = threading.RLock()
+        self._query_seq = 0
+
+    # -- defaults --------------------------------------------------------------------
+
+    @property
+    def default_choice(self) -> ProcessorChoice:
+        """The processor new deploys get unless their annotations say otherwise."""
+        return self._default
+
+    def set_default_processor(
+        self, processor: str | None = None, num_partitions: int | None = None
+    ) -> ProcessorChoice:
+        """Change the server default at runtime; running jobs keep their processor.
+
+        Raises:
+            ConfigError: an unknown processor or a bad partition count.
+        """
+        choice = parse_choice(processor, num_partitions, self._default, where="server.")
+        with self._lock:
+            self._default = choice
+        log.info("server default processor is now %s", choice.label)
+        return choice
+
+    # -- deploy ------------------------------------------------------------------------
+
+    def deploy(self, sql: str) -> list[JobStatus]:
+        """Parse a SQL app and start one job per statement.
+
+        Raises:
+            SqlSyntaxError | PlanError: bad SQL (nothing is started).
+            ConfigError: a bad annotation or WITH value; ``FileAccessError`` for a
+                path outside ``server.file_roots``.
+            JobConflictError: a job of that name is still running.
+        """
+        from flowsql.sql import parse
+
+        return self.deploy_statements(parse(sql))
+
+    def deploy_statements(self, statements: list[Statement]) -> list[JobStatus]:
+        """Start one job per planned statement (all or nothing, like :meth:`deploy`)."""
+        if not statements:
+            raise ConfigError("sql", "", "at least one SELECT or CREATE STREAM|TABLE statement")
+        with self._lock:
+            jobs = self._build_all(statements)
+            for job in jobs:
+                self._jobs[job.name] = job
+                job.start()
+        for job in jobs:
+            log.info("deployed job %s on %s", job.name, job.choice.label)
+        return [job.status() for job in jobs]
+
+    def _build_all(self, statements: list[Statement]) -> list[Job]:
+        names = self._names(statements)
+        built: list[Job] = []
+        try:
+            for name, statement in zip(names, statements, strict=True):
+                built.append(self._build(name, statement))
+        except BaseException:
+            for job in built:
+                job.close_unstarted()
+            raise
+        return built
+
+    def _names(self, statements: list[Statement]) -> list[str]:
+        names: list[str] = []
+        for statement in statements:
+            name = statement.name if statement.kind != "select" else self._query_name(names)
+            if not _JOB_NAME.match(name):
+                raise ConfigError("job name", name, "letters, digits, '_', '.', '-'")
+            if name in names:
+                raise JobConflictError(f"the app creates '{name}' twice")
+            existing = self._jobs.get(name)
+            if existing is not None and not existing.state.terminal:
+                raise JobConflictError(
+                    f"job '{name}' is {existing.state.value}; stop it first (flowsql stop {name})"
+                )
+            names.append(name)
+        return names
+
+    def _query_name(self, taken: list[str]) -> str:
+        while True:
+            self._query_seq += 1
+            name = f"query_{self._query_seq}"
+            if name not in self._jobs and name not in taken:
+                return name
+
+    def _build(self, name: str, statement: Statement) -> Job:
+        statement = replace(statement, name=name)
+        choice = job_choice(statement, self._default)
+        policy = FailurePolicy.from_properties(statement.properties, name)
+        self._check_paths(statement.properties)
+        letters = RecentDeadLetters()
+        source = self._source_factory(statement)
+        try:
+            self._check_object_paths(source, "source")
+            sink = self._sink_factory(statement)
+        except BaseException:
+            _close(source)
+            raise
+        try:
+            self._check_object_paths(sink, "sink")
+            job = Job(
+                statement,
+                source=_Rechunked(source, self.settings.batch_size),
+                sink=sink,
+                choice=choice,
+                policy=policy,
+                dead_letters=letters,
+                redactor=Redactor(statement.properties),
+                processor_factory=self._processor_factory,
+                name=name,
+                checkpoint_dir=self.settings.checkpoint_dir,
+            )
+        except BaseException:
+            _close(source)
+            _close(sink)
+            raise
+        self._letters[name] = letters
+        return job
+
+    # -- file roots --------------------------------------------------------------------
+
+    def _check_paths(self, properties: dict[str, str]) -> None:
+        if self.file_roots is None:
+            return
+        for key, value in properties.items():
+            if _is_path_key(key):
+                for part in str(value).split(","):
+                    if part.strip():
+                        self.file_roots.check(part.strip(), key=key)
+
+    def _check_object_paths(self, connector: Any, role: str) -> None:
+        if self.file_roots is None:
+            return
+        for attr in ("path", "paths", "files"):
+            value = getattr(connector, attr, None)
+            values = value if isinstance(value, list | tuple) else [value]
+            for item in values:
+                if isinstance(item, str) or hasattr(item, "__fspath__"):
+                    self.file_roots.check(str(item), key=f"{role} {attr}")
+
+    # -- registry defaults ----------------------------------------------------------------
+
+    @staticmethod
+    def _registry_source(statement: Statement) -> Source:
+        from flowsql.connectors.registry import sources_for
+
+        sources = sources_for(statement, {})
+        found = list(sources.values()) if isinstance(sources, dict) else list(sources)
+        if len(found) != 1:
+            raise ConfigError(
+                f"{statement.name} sources", len(found), "exactly one input per job (no joins yet)"
+            )
+        return found[0]
+
+    @staticmethod
+    def _registry_sink(statement: Statement) -> Sink:
+        from flowsql.connectors.registry import sink_for
+
+        return sink_for(statement, None)
+
+    # -- operate -------------------------------------------------------------------------
+
+    def job(self, name: str) -> Job:
+        """The job called ``name``.
+
+        Raises:
+            UnknownJobError: no such job.
+        """
+        with self._lock:
+            job = self._jobs.get(name)
+            known = list(self._jobs)
+        if job is None:
+            hint = did_you_mean(name, known)
+            raise UnknownJobError(f"no job named '{name}'" + (f"; {hint}" if hint else ""))
+        return job
+
+    def jobs(self) -> list[JobStatus]:
+        """Every job's status, in deploy order."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [job.status() for job in jobs]
+
+    def status(self, name: str) -> JobStatus:
+        return self.job(name).status()
+
+    def dead_letters(self, name: str) -> list[DeadLetter]:
+        """The job's most recent dead letters."""
+        self.job(name)
+        return self._letters[name].recent()
+
+    def pause(self, name: str) -> JobStatus:
+        """Pause at the next batch boundary (waits up to ``server.switch_timeout_s``)."""
+        job = self._running(name, "pause")
+        job.pause(self.settings.switch_timeout_s)
+        return job.status()
+
+    def resume(self, name: str) -> JobStatus:
+        job = self._running(name, "resume")
+        job.resume()
+        return job.status()
+
+    def stop(self, name: str, *, forget: bool = False) -> JobStatus:
+        """Stop a job at the next batch boundary; ``forget`` also removes it from the list."""
+        job = self.job(name)
+        job.stop(self.settings.stop_timeout_s)
+        status = job.status()
+        if forget:
+            with self._lock:
+                if self._jobs.get(name) is job:
+                    del self._jobs[name]
+                    self._letters.pop(name, None)
+        return status
+
+    def switch_processor(
+        self, name: str, processor: str | None, num_partitions: int | None = None
+    ) -> JobStatus:
+        """Move a running job to another processor (see ``Job.switch_processor``).
+
+        Raises:
+            ConfigError: an unknown processor or a bad partition count.
+            JobConflictError: the job has ended.
+            ExecutionError: the switch failed (the job keeps its processor).
+        """
+        job = self._running(name, "switch")
+        choice = parse_choice(processor, num_partitions, job.choice, where="")
+        return job.switch_processor(choice, self.settings.switch_timeout_s)
+
+    def _running(self, name: str, action: str) -> Job:
+        job = self.job(name)
+        if job.state.terminal:
+            raise JobConflictError(f"cannot {action} job '{name}': it is {job.state.value}")
+        return job
+
+    def shutdown(self) -> None:
+        """Stop every job and wait for their threads."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.request_stop()
+        for job in jobs:
+            if not job.join(self.settings.stop_timeout_s):
+                log.warning(
+                    "job %s did not stop within %ss", job.name, self.settings.stop_timeout_s
+                )
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (for /health)."""
+        out = {state.value: 0 for state in JobState}
+        for status in self.jobs():
+            out[status.state] += 1
+        return out
+
+    def __enter__(self) -> StreamJobServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _is_path_key(key: str) -> bool:
+    last = key.lower().replace("-", "_").split(".")[-1]
+    return last in _PATH_KEYS or last.endswith(("_path", "_dir", "_file"))
+
+
+class _Rechunked:
+    """Cuts a source's batches to at most ``batch_size`` rows (zero-copy slices)."""
+
+    def __init__(self, source: Source, batch_size: int) -> None:
+        self.inner = source
+        self.batch_size = batch_size
+        self.name = getattr(source, "name", "")
+
+    @property
+    def dead_lettered(self) -> int:
+        return int(getattr(self.inner, "dead_lettered", 0))
+
+    @dead_lettered.setter
+    def dead_lettered(self, value: int) -> None:
+        self.inner.dead_lettered = value
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        size = self.batch_size
+        for batch in self.inner.batches():
+            if batch.num_rows <= size:
+                yield batch
+                continue
+            for start in range(0, batch.num_rows, size):
+                yield batch.slice(start, size)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _close(thing: Any) -> None:
+    try:
+        thing.close()
+    except Exception as exc:
+        log.warning("closing %s failed: %s", type(thing).__name__, exc)

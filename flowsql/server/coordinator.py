@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.connection import wait
 from typing import Any, NoReturn
 
@@ -42,8 +42,10 @@ from flowsql.engine import EngineMetrics, event_time_column
 from flowsql.errors import ExecutionError
 from flowsql.exec.eventtime import EventTimeAssigner
 from flowsql.plan import nodes as n
-from flowsql.records import TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
+from flowsql.plan.partial import reads_column, split_plan
+from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
 from flowsql.server.router import HashRouter
+from flowsql.server.twophase import SourceSplit, SplitRun
 from flowsql.server.worker import EngineSpec, PartitionWorker, Reply, close_all
 
 log = logging.getLogger(__name__)
@@ -176,10 +178,39 @@ class PartitionedJobCoordinator:
         self._check_open()
         self._collect(block=True)
         parts = split_state(state, self.router)
-        for w, part in zip(self.workers, parts, strict=True):
+        for w, part in zip(self.routed, parts, strict=True):
             w.send("restore", part)
         self._collect(block=True)
         self.metrics.max_event_time = state.get("max_event_time")
+
+    def can_split(self) -> bool:
+        """True when :meth:`run_splits` can run this query (it cannot when the
+        query reads ``_offset``, which splits number on their own)."""
+        return not reads_column(self.statement, OFFSET)
+
+    def run_splits(self, splits: Iterable[SourceSplit]) -> Iterator[pa.RecordBatch]:
+        """Run the query over a bounded input given as splits, each read and
+        decoded by a worker (``flowsql.server.twophase``); yield every output
+        batch in order, the end-of-input flush included.
+
+        Uses ``requested_partitions`` workers whatever the routing strategy:
+        what crosses processes is partial aggregates (or filtered rows), which
+        the coordinator merges in input order. Decode errors count in
+        ``metrics.dead_lettered``.
+        """
+        self._check_open()
+        plan = split_plan(self.statement)
+        log.debug("job %s: source-parallel run: %s", self.job, plan.reason)
+        self._ensure_workers(self.requested_partitions)
+        run = SplitRun(self, plan)
+        yield from run.run(list(splits))
+        self._done = True
+
+    def _ensure_workers(self, count: int) -> None:
+        spec = EngineSpec(self.statement, self.job)
+        while len(self.workers) < count:
+            self.workers.append(PartitionWorker(len(self.workers), spec, self.job))
+        self._late += [0] * (count - len(self._late))
 
     def close(self) -> None:
         """Stop and reap every worker process (safe to call twice)."""
@@ -213,19 +244,24 @@ class PartitionedJobCoordinator:
         prev = self.metrics.max_event_time
         self.metrics.max_event_time = high if prev is None else max(prev, high)
         parts = self.router.split(batch)
-        for w, part in zip(self.workers, parts, strict=True):
+        for w, part in zip(self.routed, parts, strict=True):
             self._wait_for_credit(w)
             w.send("batch", self.metrics.max_event_time, [part])
 
+    @property
+    def routed(self) -> list[PartitionWorker]:
+        """The workers that own the routed partitions."""
+        return self.workers[: self.router.num_partitions]
+
     def _broadcast(self, kind: str, arg: Any = None) -> None:
-        for w in self.workers:
+        for w in self.routed:
             self._wait_for_credit(w)
             w.send(kind, arg)
 
     def _ask_all(self, kind: str) -> list[Any]:
         """Send ``kind`` to every partition and return their answers' values."""
-        values: list[Any] = [None] * len(self.workers)
-        for p, w in enumerate(self.workers):
+        values: list[Any] = [None] * len(self.routed)
+        for p, w in enumerate(self.routed):
             seq = w.send(kind)
             while True:
                 got_seq, out, reply = self._receive(w)
@@ -245,7 +281,7 @@ class PartitionedJobCoordinator:
 
     def _collect(self, *, block: bool) -> None:
         """Store every available reply (all outstanding ones when ``block``)."""
-        for p, w in enumerate(self.workers):
+        for p, w in enumerate(self.routed):
             while w.in_flight and (block or self._ready_to_read(w)):
                 self._store(p, *self._receive(w))
         self._merge_complete()
@@ -289,10 +325,11 @@ class PartitionedJobCoordinator:
 
     def _merge_complete(self) -> None:
         """Move the outputs of every batch all partitions answered to ``_ready``."""
-        while len(got := self._pending.get(self._next_seq, {})) == len(self.workers):
+        routed = self.router.num_partitions
+        while len(got := self._pending.get(self._next_seq, {})) == routed:
             del self._pending[self._next_seq]
             self._next_seq += 1
-            per_partition = [got[p] for p in range(len(self.workers))]
+            per_partition = [got[p] for p in range(routed)]
             self._ready += merge_outputs(per_partition, self._order_keys)
 
     def _take_ready(self) -> list[pa.RecordBatch]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
 from flowsql.plan.nodes import Statement
 from flowsql.records import TIMESTAMP, DeadLetter, ListDeadLetters
@@ -347,21 +348,30 @@ class EngineHandler:
 
     Batches arrive with ``_timestamp`` already assigned by the coordinator (and,
     for windowed queries, ``__prior_max_event_time``), so the engine takes event
-    time from ``_timestamp`` as is.
+    time from ``_timestamp`` as is. The engine is built on first use: a worker
+    that only runs splits (``flowsql.server.twophase``) never needs it.
     """
 
     def __init__(self, statement: Statement, job: str) -> None:
-        from flowsql.engine import Engine
-        from flowsql.exec.eventtime import EventTimeAssigner
+        self.statement = statement
+        self.job = job
+        self._engine: Engine | None = None
 
-        self.engine = Engine(statement, job=job)
-        source = statement.sources[0] if statement.sources else ""
-        self.engine._clock = EventTimeAssigner(TIMESTAMP, source)  # already assigned upstream
-        self.letters = self.engine.dead_letters
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from flowsql.exec.eventtime import EventTimeAssigner
+
+            self._engine = Engine(self.statement, job=self.job)
+            source = self.statement.sources[0] if self.statement.sources else ""
+            self._engine._clock = EventTimeAssigner(TIMESTAMP, source)  # assigned upstream
+        return self._engine
 
     def __call__(
         self, kind: str, arg: Any, batches: list[pa.RecordBatch]
     ) -> tuple[list[pa.RecordBatch], Reply]:
+        if kind == "split":
+            return self._split(arg)
         engine = self.engine
         value: Any = None
         out: list[pa.RecordBatch] = []
@@ -380,10 +390,17 @@ class EngineHandler:
             raise ExecutionError(f"unknown message '{kind}'")
         return out, self._reply(value)
 
+    def _split(self, task: Any) -> tuple[list[pa.RecordBatch], Reply]:
+        from flowsql.server.twophase import run_split
+
+        out, (metrics, letters, result) = run_split(task, self.job)
+        return out, Reply(metrics.late_records, letters, False, metrics.max_event_time, result)
+
     def _reply(self, value: Any) -> Reply:
         letters: list[DeadLetter] = []
-        if isinstance(self.letters, ListDeadLetters) and self.letters.letters:
-            letters, self.letters.letters = self.letters.letters, []
+        sink = self.engine.dead_letters
+        if isinstance(sink, ListDeadLetters) and sink.letters:
+            letters, sink.letters = sink.letters, []
         return Reply(
             late_records=self.engine.metrics.late_records,
             dead_letters=letters,

@@ -1,0 +1,422 @@
+"""Source-parallel execution: each worker reads, decodes and pre-aggregates its
+own split of a bounded input; only partial results cross processes.
+
+Funnelling raw rows through one router process caps V2 below V1 (DESIGN §5),
+so for splittable sources (JSON lines files, cut into newline-aligned byte
+ranges) the coordinator hands out *splits* instead of rows:
+
+1. the query is cut by :func:`flowsql.plan.partial.split_plan` into a lower
+   plan (run per split by a worker, on a fresh engine) and an upper plan (run
+   once by the coordinator);
+2. workers take splits as they become free (at most ``max_in_flight`` each);
+3. the coordinator consumes the split results strictly in input order, so the
+   outcome equals one engine reading the whole input:
+
+   - a row's lateness depends on the max event time of every row before it.
+     Inside a split the worker's engine decides it from the rows of the split
+     before the row; across splits, the rows of split ``c`` also follow every
+     row of splits ``< c``, whose max event time ``M_c`` the coordinator knows
+     when it takes split ``c``. A tumbling window whose end + allowed lateness
+     is at most ``M_c`` was closed before split ``c`` began, so its partials
+     from split ``c`` are late rows (dropped and counted, as V1 does);
+   - partials of one (key, window) are merged (sum of sums and counts, min of
+     mins, ...); a window is emitted once the max event time of all splits
+     taken passes its end + allowed lateness, exactly once, in the order
+     window end, then key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowsql.errors import ExecutionError
+from flowsql.plan import nodes as n
+from flowsql.plan.partial import ROWS, Merge, SplitPlan
+from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
+
+if TYPE_CHECKING:
+    from flowsql.engine import Engine
+    from flowsql.server.coordinator import PartitionedJobCoordinator
+
+#: Bytes per split of a JSON lines file (one bulk decode each).
+SPLIT_BYTES = 8 << 20
+
+
+class SourceSplit(Protocol):
+    """A piece of a bounded input that a worker can read on its own (picklable)."""
+
+    def read(self) -> SplitData: ...
+
+
+@dataclass
+class SplitData:
+    """What a worker read from a split: rows, decode dead letters, lines."""
+
+    batches: list[pa.RecordBatch]
+    letters: list[DeadLetter]
+    lines: int
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What a worker reports for one split besides its output batches."""
+
+    records: int  # rows decoded (what V1's engine would have been given)
+    lines: int  # lines in the split, to number dead letters across splits
+
+
+# ----------------------------------------------------------------- JSON lines
+
+
+@dataclass(frozen=True)
+class JsonlSplit:
+    """Lines ``[start, end)`` (byte offsets on line boundaries) of a JSONL file."""
+
+    path: str
+    start: int
+    end: int
+    schema: pa.Schema
+    source: str
+
+    def read(self) -> SplitData:
+        from flowsql.connectors.jsonl import JsonlDecoder
+
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        decoder = JsonlDecoder(self.schema, source=self.source, path=self.path, offsets=False)
+        decoded = decoder.decode(data, 1)
+        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+        batches = [decoded.batch] if decoded.batch is not None and decoded.batch.num_rows else []
+        return SplitData(batches, list(decoded.letters), lines)
+
+
+def jsonl_splits(
+    path: str | Path, *, source: str = "", split_bytes: int = SPLIT_BYTES
+) -> list[JsonlSplit] | None:
+    """Cut a JSON lines file into newline-aligned splits, with the schema its
+    ``JsonlSource`` would infer; None when the file cannot be split (a JSON
+    array rather than lines)."""
+    from flowsql.connectors.files import JsonlSource
+
+    path = Path(path)
+    with path.open("rb") as f:
+        if f.read(4096).lstrip().startswith(b"["):
+            return None
+    reader = JsonlSource(path, name=source or path.stem)
+    schema = reader.schema
+    schema = schema.remove(schema.get_field_index(OFFSET)) if OFFSET in schema.names else schema
+    bounds = _line_bounds(path, split_bytes)
+    return [
+        JsonlSplit(str(path), a, b, schema, reader.name)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        if b > a
+    ]
+
+
+def _line_bounds(path: Path, split_bytes: int) -> list[int]:
+    size = path.stat().st_size
+    bounds = [0]
+    with path.open("rb") as f:
+        pos = split_bytes
+        while pos < size:
+            f.seek(pos)
+            rest = f.readline()  # to the end of the line holding byte ``pos``
+            pos += len(rest)
+            if pos >= size:
+                break
+            bounds.append(pos)
+            pos += split_bytes
+    bounds.append(size)
+    return bounds
+
+
+# -------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class SplitTask:
+    """Run the lower plan over one split (sent to a worker)."""
+
+    split: Any  # SourceSplit
+    lower: n.Statement
+    event_time: str | None
+
+
+def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
+    """In a worker: read, decode and run the lower plan over one split on a
+    fresh engine. Returns the outputs and ``(Reply fields, SplitResult)``."""
+    from flowsql.engine import Engine
+
+    data = task.split.read()
+    engine = Engine(task.lower, event_time=task.event_time, job=job)
+    out: list[pa.RecordBatch] = []
+    for b in data.batches:
+        out += engine.process(b)
+    out += engine.flush()
+    letters = data.letters + _engine_letters(engine)
+    records = sum(b.num_rows for b in data.batches)
+    return out, (engine.metrics, letters, SplitResult(records, data.lines))
+
+
+def _engine_letters(engine: Any) -> list[DeadLetter]:
+    sink = engine.dead_letters
+    letters = list(getattr(sink, "letters", []))
+    if letters:
+        sink.letters = []
+    return letters
+
+
+def shift_letter(letter: DeadLetter, lines_before: int) -> DeadLetter:
+    """Renumber a split's dead letter by the lines of the splits before it."""
+    if not lines_before:
+        return letter
+    position = _LINE.sub(lambda m: str(int(m.group(0)) + lines_before), letter.position)
+    return dataclasses.replace(letter, position=position)
+
+
+_LINE = re.compile(r"(?<=:)\d+$|(?<=^line )\d+$|(?<=_offset=)\d+")
+
+
+# -------------------------------------------------------- coordinator: merge
+
+
+class PartialMerge:
+    """Merges partial aggregates in split order into the original aggregate's rows.
+
+    Output columns are those of the aggregate node: keys, ``_window_start`` and
+    ``_window_end`` when windowed, the aggregates, and ``_timestamp``.
+    """
+
+    def __init__(self, plan: SplitPlan) -> None:
+        assert plan.aggregate is not None
+        self.agg = plan.aggregate
+        self.merges = plan.merges
+        self.keys = [name for name, _ in self.agg.keys]
+        self.windowed = self.agg.window is not None
+        self.lateness = self.agg.allowed_lateness_ms
+        self.group = self.keys + ([WINDOW_START, WINDOW_END] if self.windowed else [])
+        self.open: pa.Table | None = None
+        self.late_records = 0
+
+    def add(self, partials: Sequence[pa.RecordBatch], max_before: int | None) -> None:
+        """Take one split's partials; ``max_before`` = max event time before the split."""
+        batches = [b for b in partials if b.num_rows]
+        if not batches:
+            return
+        table = _concat([pa.Table.from_batches([b]) for b in batches])
+        if self.windowed and max_before is not None:
+            ends = table.column(WINDOW_END).to_numpy()
+            late = ends + self.lateness <= max_before
+            if late.any():
+                self.late_records += int(pc.sum(table.column(ROWS).filter(pa.array(late))).as_py())
+                table = table.filter(pa.array(~late))
+        self.open = table if self.open is None else _concat([self.open, table])
+        self.open = self._combine(self.open)
+
+    def emit(self, max_event_time: int | None) -> pa.Table | None:
+        """The rows of every window that closed by ``max_event_time`` (None: all)."""
+        if self.open is None or self.open.num_rows == 0:
+            return None
+        if max_event_time is not None:
+            if not self.windowed:
+                return None
+            ends = self.open.column(WINDOW_END).to_numpy()
+            done = ends + self.lateness <= max_event_time
+            if not done.any():
+                return None
+            closed, self.open = self.open.filter(done), self.open.filter(~done)
+        else:
+            closed, self.open = self.open, None
+        return self._finish(closed)
+
+    def _combine(self, table: pa.Table) -> pa.Table:
+        """One row per group: merge the partial columns of equal groups."""
+        specs: list[tuple[str, str]] = []
+        for m in self.merges:
+            how = "sum" if m.kind == "avg" else m.kind
+            specs += [(c, how) for c in m.columns]
+        specs += [(ROWS, "sum"), (TIMESTAMP, "max")]
+        keys = self.group or ["__all"]
+        if not self.group:
+            table = table.append_column("__all", pa.array(np.zeros(table.num_rows, np.int8)))
+        grouped = table.group_by(keys, use_threads=False).aggregate(specs)
+        renamed = {f"{c}_{how}": c for c, how in specs}
+        cols = [*self.group, *(c for c, _ in specs)]
+        return grouped.rename_columns([renamed.get(x, x) for x in grouped.column_names]).select(
+            cols
+        )
+
+    def _finish(self, table: pa.Table) -> pa.Table:
+        order = [(WINDOW_END, "ascending")] if self.windowed else []
+        order += [(k, "ascending") for k in self.keys]
+        if order:
+            table = table.take(pc.sort_indices(table, sort_keys=order))
+        cols: dict[str, pa.ChunkedArray | pa.Array] = {c: table.column(c) for c in self.group}
+        for m in self.merges:
+            cols[m.name] = _finish_merge(m, table)
+        if self.windowed:
+            cols[TIMESTAMP] = pc.subtract(table.column(WINDOW_END), 1)
+        else:
+            cols[TIMESTAMP] = table.column(TIMESTAMP)
+        return pa.table(cols)
+
+
+def _finish_merge(m: Merge, table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    if m.kind != "avg":
+        return table.column(m.columns[0])
+    total, count = table.column(m.columns[0]), table.column(m.columns[1])
+    if pa.types.is_decimal(total.type):
+        return pc.divide(total, pc.cast(count, pa.decimal128(38, 0)))
+    has = pc.greater(count, 0)
+    quotient = pc.divide(pc.cast(total, pa.float64()), pc.cast(count, pa.float64()))
+    return pc.if_else(has, quotient, pa.scalar(None, pa.float64()))
+
+
+def _concat(tables: Iterable[pa.Table]) -> pa.Table:
+    return pa.concat_tables(list(tables), promote_options="permissive")
+
+
+def as_batches(table: pa.Table | None) -> list[pa.RecordBatch]:
+    """A table's rows as record batches (none for an empty table)."""
+    if table is None or table.num_rows == 0:
+        return []
+    return table.combine_chunks().to_batches()
+
+
+# ------------------------------------------------------ coordinator: the run
+
+
+class SplitRun:
+    """One source-parallel run of a coordinator's query over a list of splits.
+
+    Protocol, per split taken in input order:
+
+    1. count its records, renumber and forward its dead letters;
+    2. note ``M`` = max event time before it, then raise the max by its own;
+    3. two-phase: merge its partials (late ones, by ``M``, are counted) and emit
+       the windows the new max closes; else: its rows as they are;
+    4. push what was emitted through the upper plan, if any, and yield it.
+    """
+
+    def __init__(self, coordinator: PartitionedJobCoordinator, plan: SplitPlan) -> None:
+        self.co = coordinator
+        self.plan = plan
+        self.merge = PartialMerge(plan) if plan.two_phase else None
+        self.upper = _upper_engine(plan, coordinator) if plan.upper is not None else None
+        self.lines = 0
+        self.worker_late = 0
+        self.upper_dead = 0
+
+    def run(self, splits: list[Any]) -> Iterator[pa.RecordBatch]:
+        co = self.co
+        tasks = [SplitTask(s, self.plan.lower, co.event_time) for s in splits]
+        owner: dict[tuple[int, int], int] = {}  # (partition, seq) -> split index
+        results: dict[int, tuple[list[pa.RecordBatch], Any]] = {}
+        sent = taken = 0
+        while taken < len(tasks) and not self._done():
+            for w in co.workers:
+                while sent < len(tasks) and w.in_flight < co.max_in_flight:
+                    owner[(w.partition, w.send("split", tasks[sent]))] = sent
+                    sent += 1
+            for w, (seq, out, reply) in self._receive_any():
+                results[owner.pop((w.partition, seq))] = (out, reply)
+            while taken in results and not self._done():
+                yield from self._take(*results.pop(taken))
+                taken += 1
+        while any(w.in_flight for w in co.workers):  # stopped early (LIMIT): discard
+            self._receive_any()
+        yield from self._finish()
+
+    def _done(self) -> bool:
+        return self.upper is not None and self.upper.done
+
+    def _receive_any(self) -> list[tuple[Any, tuple[int, list[pa.RecordBatch], Any]]]:
+        busy = [w for w in self.co.workers if w.in_flight]
+        ready = wait([*(w.conn for w in busy), *(w.process.sentinel for w in self.co.workers)])
+        got = []
+        for w in self.co.workers:
+            if w.conn in ready or w.process.sentinel in ready:
+                try:
+                    reply = w.receive(timeout=0)
+                except ExecutionError as exc:
+                    self.co._fail(exc)
+                if reply is not None:
+                    got.append((w, reply))
+        return got
+
+    def _take(self, out: list[pa.RecordBatch], reply: Any) -> Iterator[pa.RecordBatch]:
+        co, result = self.co, reply.value
+        # Step 1
+        co.metrics.records_in += result.records
+        letters = [shift_letter(x, self.lines) for x in reply.dead_letters]
+        self.lines += result.lines
+        if letters:
+            co.metrics.dead_lettered += len(letters)
+            co.dead_letters.write(letters)
+        # Step 2
+        before = co.metrics.max_event_time
+        if reply.max_event_time is not None:
+            co.metrics.max_event_time = max(before or reply.max_event_time, reply.max_event_time)
+        self.worker_late += reply.late_records
+        # Step 3
+        if self.merge is not None:
+            self.merge.add(out, before)
+            out = as_batches(self.merge.emit(co.metrics.max_event_time))
+        # Step 4
+        yield from self._emit(out)
+
+    def _finish(self) -> Iterator[pa.RecordBatch]:
+        if self.merge is not None and not self._done():
+            yield from self._emit(as_batches(self.merge.emit(None)))
+        if self.upper is not None:
+            yield from self._emit([], flush=True)
+        self._count_late()
+
+    def _emit(
+        self, batches: list[pa.RecordBatch], *, flush: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        out = batches
+        if self.upper is not None:
+            out = [o for b in batches for o in self.upper.process(b)]
+            if flush:
+                out += self.upper.flush()
+            dead = self.upper.metrics.dead_lettered
+            self.co.metrics.dead_lettered += dead - self.upper_dead
+            self.upper_dead = dead
+        self._count_late()
+        for b in out:
+            if b.num_rows:
+                self.co.metrics.records_out += b.num_rows
+                yield b
+
+    @property
+    def _base_dead(self) -> int:
+        return self.co.metrics.dead_lettered - (
+            self.upper.metrics.dead_lettered if self.upper else 0
+        )
+
+    def _count_late(self) -> None:
+        late = self.worker_late + (self.merge.late_records if self.merge else 0)
+        late += self.upper.metrics.late_records if self.upper is not None else 0
+        self.co.metrics.late_records = late
+
+
+def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
+    from flowsql.engine import Engine
+    from flowsql.exec.eventtime import EventTimeAssigner
+
+    assert plan.upper is not None
+    engine = Engine(plan.upper, dead_letters=co.dead_letters, job=co.job)
+    engine._clock = EventTimeAssigner(TIMESTAMP, "")  # rows come with event time
+    return engine

@@ -89,6 +89,8 @@ class ProjectOp(_RowOperator):
         except ExecutionError as exc:
             raise self._error(exc, batch) from exc
         names += self.names
+        if not arrays:  # keep the row count even with no columns
+            return [batch.select([])]
         return [pa.RecordBatch.from_arrays(arrays, names=names)]
 
     def _value(self, i: int, batch: pa.RecordBatch) -> pa.Array:

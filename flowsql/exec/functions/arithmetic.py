@@ -6,8 +6,8 @@ SQL semantics on top of Arrow's kernels:
 - integer overflow raises instead of wrapping;
 - DECIMAL arithmetic is exact. Arrow derives the result precision/scale
   (``p1+p2+1, s1+s2`` for ``*``); when that exceeds DECIMAL(38) the operation
-  runs in decimal256 and the result is brought back to decimal128(38, s),
-  keeping every digit that fits and raising on genuine overflow;
+  runs in decimal256 and the result is brought back to decimal128(38, s)
+  with the exact scale, raising when the integer part does not fit;
 - ROUND is half away from zero for floats and decimals.
 """
 
@@ -22,9 +22,6 @@ from flowsql.exec.functions.base import Datum, Function, constant, fail, is_scal
 from flowsql.exec.functions.coerce import HALF_AWAY, MAX_PRECISION, align, round_half_away
 
 Binary = Callable[[Datum, Datum], Datum]
-
-#: Scale kept at least when a decimal result must shrink to 38 digits.
-_MIN_SCALE_ON_SHRINK = 6
 
 
 def _null_result(a: Datum, b: Datum) -> Datum | None:
@@ -58,20 +55,20 @@ def _to256(value: Datum) -> Datum:
 
 
 def fit_decimal128(value: Datum) -> Datum:
-    """A decimal256 result as decimal128(<=38, s); the scale shrinks (rounding
-    half away from zero) only when the integer digits need the room."""
+    """A decimal256 result as decimal128. Exactness wins over range: the scale
+    is kept (up to 38) and a value whose integer part then does not fit
+    raises, instead of being rounded silently."""
     t = value.type
     if t.precision <= MAX_PRECISION:
         return value.cast(pa.decimal128(t.precision, t.scale))
-    whole = t.precision - t.scale
-    scale = min(t.scale, max(MAX_PRECISION - whole, min(t.scale, _MIN_SCALE_ON_SHRINK)))
+    scale = min(t.scale, MAX_PRECISION)
     if scale < t.scale:
         value = pc.round(value, scale, round_mode=HALF_AWAY)
     try:
         return value.cast(pa.decimal128(MAX_PRECISION, scale))
     except pa.ArrowInvalid as exc:
         raise pa.ArrowInvalid(
-            f"decimal overflow: result needs more than 38 digits ({exc})"
+            f"decimal overflow: the exact result does not fit DECIMAL(38, {scale}) ({exc})"
         ) from exc
 
 

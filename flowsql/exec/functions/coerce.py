@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowsql.errors import ExecutionError
 from flowsql.exec.functions.base import (
     Datum,
     decode,
+    fail,
     is_numeric_type,
     is_scalar,
     is_string_type,
@@ -43,8 +43,9 @@ _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
 def sql_cast(value: Datum, to: pa.DataType) -> Datum:
     """``CAST(value AS to)`` with SQL semantics.
 
-    Floats and decimals round half away from zero when cast to integers or to
-    decimals with fewer digits; integers cast to timestamps are epoch ms;
+    Decimals round half away from zero when cast to integers or to fewer
+    digits, floats cast to integers round half to even (as in PostgreSQL and
+    DuckDB); integers cast to timestamps are epoch ms;
     strings are parsed as ISO-8601 for timestamps. A value that does not fit
     or parse raises ``pyarrow.ArrowInvalid`` (turned into an ExecutionError by
     the caller).
@@ -61,8 +62,10 @@ def sql_cast(value: Datum, to: pa.DataType) -> Datum:
         return _to_timestamp(value).cast(to)
     if pa.types.is_integer(to) and pa.types.is_timestamp(src):
         return value.cast(pa.timestamp("ms", src.tz)).cast(pa.int64()).cast(to)
-    if pa.types.is_integer(to) and (pa.types.is_floating(src) or pa.types.is_decimal(src)):
+    if pa.types.is_integer(to) and pa.types.is_decimal(src):
         return round_half_away(value, 0).cast(to)
+    if pa.types.is_integer(to) and pa.types.is_floating(src):
+        return pc.round(value, 0, round_mode="half_to_even").cast(to)
     if pa.types.is_decimal(to):
         return _to_decimal(value, to)
     return value.cast(to)
@@ -215,7 +218,7 @@ def _value_type(t: pa.DataType) -> pa.DataType:
 def unify(values: Sequence[Datum], fn: str) -> list[Datum]:
     """Cast every value to the common type of all of them."""
     target = common_type([v.type for v in values])
-    return [_cast_checked(v, target, fn) for v in values]
+    return [_cast_checked(v, target, fn, values) for v in values]
 
 
 def align(a: Datum, b: Datum, fn: str) -> tuple[Datum, Datum]:
@@ -226,20 +229,22 @@ def align(a: Datum, b: Datum, fn: str) -> tuple[Datum, Datum]:
         return a, b
     if pa.types.is_null(ta) or pa.types.is_null(tb):
         return (
-            (_cast_checked(a, tb, fn), b) if pa.types.is_null(ta) else (a, _cast_checked(b, ta, fn))
+            (_cast_checked(a, tb, fn, (a, b)), b)
+            if pa.types.is_null(ta)
+            else (a, _cast_checked(b, ta, fn, (a, b)))
         )
     if is_numeric_type(ta) and is_numeric_type(tb):
         return _align_numbers(a, b)
     if _is_time_vs_int(ta, tb) or _is_time_vs_int(tb, ta):
         return _epoch_ms(a), _epoch_ms(b)
     if is_scalar(b) and not is_scalar(a):
-        return a, _cast_checked(b, ta, fn)
+        return a, _cast_checked(b, ta, fn, (a, b))
     if is_scalar(a) and not is_scalar(b):
-        return _cast_checked(a, tb, fn), b
+        return _cast_checked(a, tb, fn, (a, b)), b
     if is_string_type(ta):
-        return _cast_checked(a, tb, fn), b
+        return _cast_checked(a, tb, fn, (a, b)), b
     if is_string_type(tb):
-        return a, _cast_checked(b, ta, fn)
+        return a, _cast_checked(b, ta, fn, (a, b))
     return a, b
 
 
@@ -272,13 +277,13 @@ def _epoch_ms(value: Datum) -> Datum:
     return value
 
 
-def _cast_checked(value: Datum, to: pa.DataType, fn: str) -> Datum:
+def _cast_checked(value: Datum, to: pa.DataType, fn: str, args: Sequence[Datum] = ()) -> Datum:
     if value.type == to or pa.types.is_null(to):
         return value
     try:
         return sql_cast(value, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         shown = f"'{value.as_py()}' " if is_scalar(value) else ""
-        raise ExecutionError(
-            f"{fn.upper()}: cannot convert {shown}{value.type} to {to} ({exc})"
+        raise fail(
+            fn, args or [value], f"cannot convert {shown}{value.type} to {to} ({exc})"
         ) from exc

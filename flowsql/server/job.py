@@ -195,6 +195,7 @@ class Job:
         self._started = datetime.now(UTC)
         self._finished: datetime | None = None
         self._thread: threading.Thread | None = None
+        self._released = False
         self.processor = processor_factory(statement, choice, dead_letters)
         self._processor_label = _label(self.processor)
         self._failures = BatchFailureHandler(
@@ -271,9 +272,10 @@ class Job:
         return True
 
     def close_unstarted(self) -> None:
-        """Release the processor, source and sink of a job that was never started."""
-        for thing in (self.processor, self.source, self.sink):
-            _close_quietly(thing, self.name)
+        """Release the processor, source and sinks of a job that was never started."""
+        with self._lock:
+            self._release(keep_output=False)
+        _close_quietly(self.source, self.name)
 
     def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
         """Move the job to another processor at the next batch boundary.
@@ -435,9 +437,13 @@ class Job:
             try:
                 self._drain()
                 self._save_checkpoint()
-            finally:
                 self.sink.flush()
-                self._end(JobState.STOPPED)
+            except Exception as exc:
+                self._last_error = self.redactor.text(
+                    f"while stopping: {_describe(exc, self.processor)}"
+                )
+                log.warning("job %s: %s", self.name, self._last_error)
+            self._end(JobState.STOPPED)
 
     def _save_checkpoint(self) -> None:
         if self.checkpoint_dir is None:
@@ -448,31 +454,49 @@ class Job:
             log.warning("job %s: checkpoint not written: %s", self.name, exc)
 
     def _end(self, state: JobState) -> None:
+        """Release the processor and the sink, then publish the final state."""
+        problem = self._release(keep_output=state is not JobState.FAILED)
+        if problem and state is JobState.FINISHED:
+            state, self._last_error = JobState.FAILED, problem
         self._finished = datetime.now(UTC)
-        self._set_state(state)
+        self._state = state
         self._resumed.notify_all()
         log.info("job %s: %s", self.name, state.value)
+
+    def _release(self, *, keep_output: bool) -> str | None:
+        """Close the processor, the sink (abort it after a failure) and the dead-letter
+        sink, once. Returns the error of a sink that could not be closed."""
+        if self._released:
+            return None
+        self._released = True
+        _close_quietly(self.processor, self.name)
+        _close_quietly(self.dead_letters, self.name)
+        try:
+            if keep_output:
+                self.sink.close()
+            else:
+                getattr(self.sink, "abort", self.sink.close)()
+        except Exception as exc:
+            log.error("job %s: closing the sink failed: %s", self.name, exc)
+            return self.redactor.text(f"closing the sink failed: {exc}")
+        return None
 
     def _set_state(self, state: JobState) -> None:
         self._state = state
 
     def _fail(self, exc: BaseException) -> None:
-        reason = _describe(exc, self.processor)
+        reason = self.redactor.text(_describe(exc, self.processor)) or ""
         with self._lock:
             self._last_error = reason
-            log.error("job %s failed: %s", self.name, self.redactor.text(reason))
-            try:
-                self.sink.flush()
-            except Exception as flush_exc:
-                log.warning("job %s: sink flush after failure: %s", self.name, flush_exc)
-            self._end(JobState.FAILED)
+            log.error("job %s failed: %s", self.name, reason)
+            if not self._state.terminal:
+                self._end(JobState.FAILED)
 
     def _close(self) -> None:
         with self._lock:
             if not self._state.terminal:
                 self._end(JobState.FAILED)
-            for thing in (self.processor, self.source, self.sink):
-                _close_quietly(thing, self.name)
+        _close_quietly(self.source, self.name)
 
 
 def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
@@ -524,7 +548,10 @@ def _close_iterator(batches: Any) -> None:
 
 
 def _close_quietly(thing: Any, job: str) -> None:
+    close = getattr(thing, "close", None)
+    if close is None:
+        return
     try:
-        thing.close()
+        close()
     except Exception as exc:
         log.warning("job %s: closing %s failed: %s", job, type(thing).__name__, exc)

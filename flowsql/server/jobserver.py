@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +27,7 @@ import pyarrow as pa
 from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ConfigError, FlowSQLError, did_you_mean
 from flowsql.plan.nodes import Statement
-from flowsql.records import DeadLetter
+from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
 from flowsql.server.config import (
     FileRoots,
     ProcessorChoice,
@@ -40,7 +42,8 @@ from flowsql.server.job import Job, JobState, JobStatus, ProcessorFactory, make_
 
 log = logging.getLogger(__name__)
 
-SourceFactory = Callable[[Statement], Source]
+#: Builds a statement's single source; bad records go to the dead-letter sink given.
+SourceFactory = Callable[[Statement, DeadLetterSink], Source]
 SinkFactory = Callable[[Statement], Sink]
 
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
@@ -48,6 +51,10 @@ _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 _PATH_KEYS = frozenset({"path", "paths", "file", "files", "dir", "directory", "location"})
 #: Dead letters kept in memory per job (the count is exact; older letters are dropped).
 RECENT_LETTERS = 1000
+#: Output rows kept in memory for a job that declares no sink.
+RECENT_ROWS = 1000
+#: WITH key of a job's dead-letter file (JSON lines), inside ``server.file_roots``.
+DLQ_PATH_KEY = "dlq.path"
 
 
 class UnknownJobError(FlowSQLError, LookupError):
@@ -59,20 +66,61 @@ class JobConflictError(FlowSQLError, ValueError):
 
 
 class RecentDeadLetters:
-    """The last :data:`RECENT_LETTERS` dead letters of a job (thread-safe)."""
+    """A job's dead letters: the last :data:`RECENT_LETTERS` kept for the API, all of
+    them also written to the job's declared dead-letter sinks (thread-safe)."""
 
-    def __init__(self, limit: int = RECENT_LETTERS) -> None:
+    def __init__(
+        self, also: list[DeadLetterSink] | None = None, limit: int = RECENT_LETTERS
+    ) -> None:
         self.limit = limit
-        self.letters: list[DeadLetter] = []
+        self.also = list(also or [])
+        self.count = 0
+        self._recent: deque[DeadLetter] = deque(maxlen=limit)
         self._lock = threading.Lock()
 
     def write(self, letters: list[DeadLetter]) -> None:
         with self._lock:
-            self.letters = (self.letters + list(letters))[-self.limit :]
+            self._recent.extend(letters)
+            self.count += len(letters)
+            for sink in self.also:
+                sink.write(letters)
 
     def recent(self) -> list[DeadLetter]:
         with self._lock:
-            return list(self.letters)
+            return list(self._recent)
+
+    def close(self) -> None:
+        for sink in self.also:
+            _close(sink)
+
+
+class RecentRows:
+    """The sink of a job that declares none: keeps its last :data:`RECENT_ROWS` rows
+    for ``GET /jobs/{name}/output`` (thread-safe)."""
+
+    def __init__(self, limit: int = RECENT_ROWS) -> None:
+        self.limit = limit
+        self.rows_written = 0
+        self._recent: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        tail = batch.slice(max(0, batch.num_rows - self.limit))
+        rows = tail.to_pylist()
+        with self._lock:
+            self._recent.extend(rows)
+            self.rows_written += batch.num_rows
+
+    def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = list(self._recent)
+        return rows[-limit:] if limit else rows
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 class StreamJobServer:
@@ -103,7 +151,6 @@ class StreamJobServer:
         self._sink_factory = sink_factory or self._registry_sink
         self._processor_factory = processor_factory
         self._jobs: dict[str, Job] = {}
-        self._letters: dict[str, RecentDeadLetters] = {}
         self._lock = threading.RLock()
         self._query_seq = 0
 
@@ -196,15 +243,15 @@ class StreamJobServer:
         choice = job_choice(statement, self._default)
         policy = FailurePolicy.from_properties(statement.properties, name)
         self._check_paths(statement.properties)
-        letters = RecentDeadLetters()
-        source = self._source_factory(statement)
+        letters = RecentDeadLetters(self._declared_dead_letters(statement))
+        opened: list[Any] = [letters]
         try:
+            source = self._source_factory(statement, letters)
+            opened.append(source)
             self._check_object_paths(source, "source")
+            statement = _bind(statement, source)
             sink = self._sink_factory(statement)
-        except BaseException:
-            _close(source)
-            raise
-        try:
+            opened.append(sink)
             self._check_object_paths(sink, "sink")
             job = Job(
                 statement,
@@ -219,11 +266,20 @@ class StreamJobServer:
                 checkpoint_dir=self.settings.checkpoint_dir,
             )
         except BaseException:
-            _close(source)
-            _close(sink)
+            for thing in reversed(opened):
+                _close(thing)
             raise
-        self._letters[name] = letters
         return job
+
+    @staticmethod
+    def _declared_dead_letters(statement: Statement) -> list[DeadLetterSink]:
+        """A JSON-lines file when WITH has ``'dlq.path'`` (checked against the file roots)."""
+        path = statement.properties.get(DLQ_PATH_KEY)
+        if not path:
+            return []
+        from flowsql.connectors.dlq import JsonlDeadLetters
+
+        return [JsonlDeadLetters(Path(path).expanduser())]
 
     # -- file roots --------------------------------------------------------------------
 
@@ -248,22 +304,28 @@ class StreamJobServer:
 
     # -- registry defaults ----------------------------------------------------------------
 
-    @staticmethod
-    def _registry_source(statement: Statement) -> Source:
+    def _registry_source(self, statement: Statement, letters: DeadLetterSink) -> Source:
         from flowsql.connectors.registry import sources_for
+        from flowsql.server.runner import _single_source
 
-        sources = sources_for(statement, {})
-        found = list(sources.values()) if isinstance(sources, dict) else list(sources)
-        if len(found) != 1:
-            raise ConfigError(
-                f"{statement.name} sources", len(found), "exactly one input per job (no joins yet)"
-            )
-        return found[0]
+        sources = sources_for(
+            statement, {}, dead_letters=letters, batch_size=self.settings.batch_size
+        )
+        try:
+            return _single_source(statement, sources)
+        except BaseException:
+            for source in sources.values():
+                _close(source)
+            raise
 
     @staticmethod
     def _registry_sink(statement: Statement) -> Sink:
-        from flowsql.connectors.registry import sink_for
+        """The sink declared in WITH; a :class:`RecentRows` buffer when there is none
+        (the registry's console table is for the CLI, not for a server)."""
+        from flowsql.connectors.registry import _sink_stream, sink_for
 
+        if f"{_sink_stream(statement)}.type" not in statement.properties:
+            return RecentRows()
         return sink_for(statement, None)
 
     # -- operate -------------------------------------------------------------------------
@@ -293,8 +355,13 @@ class StreamJobServer:
 
     def dead_letters(self, name: str) -> list[DeadLetter]:
         """The job's most recent dead letters."""
-        self.job(name)
-        return self._letters[name].recent()
+        letters = self.job(name).dead_letters
+        return letters.recent() if isinstance(letters, RecentDeadLetters) else []
+
+    def output(self, name: str, limit: int | None = None) -> list[dict[str, Any]] | None:
+        """The last rows of a job without a declared sink (None when it has one)."""
+        sink = self.job(name).sink
+        return sink.recent(limit) if isinstance(sink, RecentRows) else None
 
     def pause(self, name: str) -> JobStatus:
         """Pause at the next batch boundary (waits up to ``server.switch_timeout_s``)."""
@@ -316,7 +383,6 @@ class StreamJobServer:
             with self._lock:
                 if self._jobs.get(name) is job:
                     del self._jobs[name]
-                    self._letters.pop(name, None)
         return status
 
     def switch_processor(
@@ -363,6 +429,19 @@ class StreamJobServer:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _bind(statement: Statement, source: Source) -> Statement:
+    """Check the query against the source's columns when it knows them up front
+    (unknown columns fail at deploy, with a hint)."""
+    from flowsql.sql import bind
+
+    schema = getattr(source, "schema", None)
+    if not isinstance(schema, pa.Schema):
+        return statement
+    keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
+    name = statement.sources[0] if statement.sources else source.name
+    return bind(statement, {name: pa.schema(keep) if keep else schema})
 
 
 def _is_path_key(key: str) -> bool:

@@ -117,7 +117,7 @@ class Harness:
             processor_factory=processor_factory,
         )
 
-    def _source(self, statement: Statement) -> PacedSource:
+    def _source(self, statement: Statement, letters: DeadLetterSink) -> PacedSource:
         return self.sources.setdefault(statement.name, PacedSource(statement.sources[0]))
 
     def _sink(self, statement: Statement) -> ListSink:

@@ -6,6 +6,7 @@ Checks every column reference against what the node below provides, expands
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import singledispatch
@@ -30,7 +31,7 @@ from flowsql.records import KEY, OFFSET, PARTITION, TIMESTAMP, WINDOW_END, WINDO
 
 #: System columns every source row carries.
 SOURCE_SYSTEM_COLUMNS: tuple[str, ...] = (TIMESTAMP, KEY, PARTITION, OFFSET)
-_HIDDEN_PREFIXES = ("_agg", "_win", "_key")
+_HIDDEN = re.compile(r"^_(agg|win|key)\d+$")
 
 
 class _Frame:
@@ -134,13 +135,19 @@ def check(expr: Expr, frame: _Frame) -> None:
     """Raise PlanError for the first column of ``expr`` the frame lacks."""
     for col in _columns(expr):
         if col.name not in frame.columns:
-            visible = [c for c in frame.columns if not c.startswith(_HIDDEN_PREFIXES)]
             raise PlanError(
                 f"unknown column '{col.name}'",
                 line=col.pos.line,
                 column=col.pos.column,
-                hint=did_you_mean(col.name, visible) or f"available: {', '.join(visible)}",
+                hint=_hint(col.name, frame),
             )
+
+
+def _hint(name: str, frame: _Frame) -> str:
+    if name in (WINDOW_START, WINDOW_END):
+        return f"{name} exists only above a windowed GROUP BY (WINDOW TUMBLING/SLIDING/SESSION)"
+    visible = [c for c in frame.columns if not _HIDDEN.match(c)]
+    return did_you_mean(name, visible) or f"available: {', '.join(visible)}"
 
 
 def _columns(expr: Expr) -> list[Col]:

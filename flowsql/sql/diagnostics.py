@@ -42,6 +42,7 @@ KEYWORDS: tuple[str, ...] = (
     "FOLLOWING",
 )
 
+_CLAUSE_NAMES = frozenset({"WHERE", "HAVING", "GROUP", "ORDER", "LIMIT", "FROM", "SELECT"})
 _REQUIRED = re.compile(r"Required keyword: '\w+' missing for <class '[\w.]*\.(\w+)'>")
 
 
@@ -96,7 +97,9 @@ def _describe(description: str) -> tuple[str, str]:
     required = _REQUIRED.match(description)
     if required:
         clause = required.group(1).upper()
-        return f"incomplete {clause}", f"{clause} needs an expression after it"
+        if clause in _CLAUSE_NAMES:
+            return f"incomplete {clause}", f"{clause} needs an expression after it"
+        return "incomplete expression", "an operator or function is missing an operand"
     return description, ""
 
 

@@ -107,6 +107,13 @@ class FlowParser(Parser):
             this = super()._parse_query_modifiers(this)
         return this
 
+    def _parse_group(self, skip_group_by_token: bool = False) -> exp.Group | None:
+        token = self._curr
+        group = super()._parse_group(skip_group_by_token)
+        if group is not None and not any(group.args.values()):
+            self.raise_error("GROUP BY needs at least one expression", token)
+        return group
+
     def _parse_table_hints(self) -> list[exp.Expr] | None:
         # A trailing WITH (...) holds stream properties, never T-SQL table hints.
         return None

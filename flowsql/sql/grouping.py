@@ -91,6 +91,8 @@ class Grouping:
 
     def _group_keys(self) -> None:
         group = self.query.select.args.get("group")
+        if group is not None and not group.expressions:
+            raise self.query.error("GROUP BY needs at least one expression", group)
         for node in group.expressions if group else []:
             target, name = self._resolve_group_item(node)
             if self._is_window_bound(target):
@@ -142,7 +144,7 @@ class Grouping:
 
     def _key_column(self, node: exp.Expr) -> Expr | None:
         for key in self.keys:
-            if key.node == node:
+            if key.node == node or _same_column(key.node, node.name, node):
                 return Col(key.name, pos_of(self.query.sql, node))
         return None
 
@@ -230,5 +232,8 @@ def _count(node: exp.Count, scope: Scope, pos: Pos) -> AggCall:
     return AggCall("count", (translate(arg, scope),), pos=pos)
 
 
-def _same_column(node: exp.Expr, name: str) -> bool:
+def _same_column(node: exp.Expr, name: str, other: exp.Expr | None = None) -> bool:
+    """``node`` is a column named ``name`` (and ``other``, if given, is a column too)."""
+    if other is not None and not isinstance(other, exp.Column):
+        return False
     return isinstance(node, exp.Column) and node.name == name

@@ -66,7 +66,7 @@ def select_items(query: Query) -> None:
                 raise query.error("SELECT * may appear only once", node)
             query.star = True
             continue
-        name, inner, aliased = _name_of(node)
+        name, inner, aliased = _name_of(node, query.sql)
         query.items.append(SelectItem(_unique(name, used), inner, aliased))
 
 
@@ -76,11 +76,18 @@ def _is_star(node: exp.Expr) -> bool:
     )
 
 
-def _name_of(node: exp.Expr) -> tuple[str, exp.Expr, bool]:
+def _name_of(node: exp.Expr, sql: str) -> tuple[str, exp.Expr, bool]:
+    """Output name: the alias; a column's name; a function's name as written
+    (``COUNT(*)`` -> ``count``); else the expression's SQL text."""
     if isinstance(node, exp.Alias):
         return node.alias, node.this, True
     if isinstance(node, exp.Column):
         return node.name, node, False
+    func = node.this if isinstance(node, exp.Window) else node
+    if isinstance(func, exp.Func) and func.meta.get("start") is not None:
+        word = sql[int(func.meta["start"]) : int(func.meta["end"]) + 1]
+        if word.replace("_", "a").isalnum():
+            return word.lower(), node, False
     return node.sql(), node, False
 
 

@@ -48,16 +48,18 @@ class SourceStatement:
     name: str = "query"
     properties: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    start: int = 0  # offset of the statement's first token (CREATE included)
+    end: int = 0  # offset just past its last token
 
     @property
     def text(self) -> str:
         """The statement's own text."""
-        return self.sql[self.tokens[0].start : self.tokens[-1].end + 1] if self.tokens else ""
+        return self.sql[self.start : self.end]
 
     @property
     def line(self) -> int:
         """First line of the statement in the file."""
-        return position(self.sql, self.tokens[0].start).line if self.tokens else 1
+        return position(self.sql, self.start).line
 
 
 def tokenize(sql: str) -> list[Token]:
@@ -149,7 +151,8 @@ def prepare(sql: str, tokens: list[Token], previous_end: int = 0) -> SourceState
     if first.token_type == TokenType.CREATE:
         kind, name, props, body = _strip_create(sql, tokens)
     _check_from(sql, body)
-    return SourceStatement(sql, _rewrite_buffers(sql, body), kind, name, props, notes)
+    body = _rewrite_buffers(sql, body)
+    return SourceStatement(sql, body, kind, name, props, notes, first.start, tokens[-1].end + 1)
 
 
 def parse_tokens(source: SourceStatement) -> exp.Select:
@@ -194,8 +197,8 @@ def _strip_create(sql: str, tokens: list[Token]) -> tuple[str, str, dict[str, st
     props: dict[str, str] = {}
     if _text(tokens, i) == "WITH" and _text(tokens, i + 1) == "(":
         props, i = _token_properties(sql, tokens, i + 2)
-    if _text(tokens, i) != "AS":
-        raise _create_error(sql, tokens, i)
+    if _text(tokens, i) != "AS" or i + 1 >= len(tokens):
+        raise _create_error(sql, tokens, i + 1 if _text(tokens, i) == "AS" else i)
     return kind.lower(), name, props, tokens[i + 1 :]
 
 

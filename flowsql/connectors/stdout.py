@@ -67,7 +67,7 @@ class TableSink:
     def _caption(self) -> str:
         shown = min(self.rows_written, self.max_rows)
         if shown < self.rows_written:
-            return f"first {shown} of {self.rows_written} rows"
+            return f"first {shown} of {self.rows_written} rows (--output FILE keeps all)"
         return f"{self.rows_written} row{'s' if self.rows_written != 1 else ''}"
 
 

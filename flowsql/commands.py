@@ -1,0 +1,392 @@
+"""``flowsql run``, ``demo``, ``explain`` and ``validate``.
+
+Exit codes: 0 success; 1 the job failed while running (or ``validate`` found
+errors); 2 the job could not start (bad SQL, a missing input, a bad option) —
+in that case nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import pyarrow as pa
+import typer
+from rich.console import Console
+
+from flowsql.errors import FlowSQLError, did_you_mean
+from flowsql.plan.nodes import Statement
+from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+
+DEMO_SQL = (
+    "SELECT symbol, COUNT(*) AS count, AVG(price) AS avg_price\n"
+    "FROM trades\n"
+    "GROUP BY symbol\n"
+    "WINDOW TUMBLING(1s)"
+)
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+#: Dead letters echoed on stderr when no --dlq file is given.
+_ECHO_LETTERS = 5
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``flowsql`` app."""
+    app.command("run")(run)
+    app.command("demo")(demo)
+    app.command("explain")(explain)
+    app.command("validate")(validate)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _read_sql(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        _fail(f"SQL file not found: {file}")
+    except OSError as exc:
+        _fail(f"cannot read SQL file {file}: {exc}")
+
+
+def _parse(text: str) -> list[Statement]:
+    from flowsql.sql import parse
+
+    try:
+        statements = parse(text)
+    except FlowSQLError as exc:
+        _fail(str(exc))
+    if not statements:
+        _fail("the SQL file holds no statement")
+    return statements
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="SQL file (one or more ;-separated statements).")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Bind a FROM name to a file: NAME=PATH (repeatable). A bare PATH binds"
+            " the only FROM name. Also NAME=generator[:records=N,...].",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Result file (.jsonl/.ndjson, .csv, .parquet); '-' = JSON lines on stdout.",
+        ),
+    ] = None,
+    dlq: Annotated[
+        Path | None, typer.Option("--dlq", help="Dead-letter file (JSON lines) for bad records.")
+    ] = None,
+    event_time: Annotated[
+        str | None,
+        typer.Option("--event-time", help="Event-time column (epoch ms, timestamp or ISO)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per micro-batch.")
+    ] = 10_000,
+    processor: Annotated[
+        str | None, typer.Option("--processor", help="v1 (single thread) or v2 (partitioned).")
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option("--partitions", min=1, help="Partitions for v2.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")] = False,
+) -> None:
+    """Run SQL over bounded inputs to completion."""
+    from flowsql.server.runner import run_job
+
+    statements = _parse(_read_sql(file))
+    bound = _bind_inputs(statements, inputs or [])
+    letters = _dead_letter_sink(dlq, statements)
+    choice = _Choice(processor, partitions, event_time)
+    jobs = _prepare(statements, bound, output, letters, batch_size, file.parent, choice)
+    for job in jobs:
+        try:
+            report = run_job(
+                job.statement, job.sources, job.sink, processor=job.processor, batch_size=batch_size
+            )
+        except FlowSQLError as exc:
+            _abort_all(jobs)
+            _close_letters(letters)
+            _fail(f"job '{job.statement.name}' failed: {exc}", code=1)
+        if not quiet:
+            typer.echo(report.summary(), err=True)
+    _close_letters(letters)
+    _echo_letters(letters, dlq)
+
+
+def _bind_inputs(statements: list[Statement], specs: list[str]) -> dict[str, str]:
+    """``--input`` values as FROM name -> path; unknown names fail with a hint."""
+    names = list(dict.fromkeys(name for s in statements for name in s.sources))
+    bound: dict[str, str] = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq or not _NAME_RE.match(name):
+            if len(names) != 1:
+                _fail(
+                    f"--input {spec!r}: say which FROM name it binds (NAME=PATH); names: {', '.join(names)}"
+                )
+            name, path = names[0], spec
+        if name not in names:
+            hint = did_you_mean(name, names)
+            _fail(
+                f"--input {name}=...: no FROM name '{name}' in the SQL"
+                + (f"; {hint}" if hint else "")
+            )
+        bound[name] = path
+    return bound
+
+
+@dataclass
+class _Choice:
+    """The processor the CLI asked for."""
+
+    processor: str | None
+    partitions: int | None
+    event_time: str | None
+
+
+@dataclass
+class _Job:
+    """One statement, ready to run."""
+
+    statement: Statement
+    sources: dict[str, Any]
+    sink: Any
+    processor: Any
+
+
+def _prepare(
+    statements: list[Statement],
+    inputs: Mapping[str, str],
+    output: str | None,
+    letters: DeadLetterSink,
+    batch_size: int,
+    base_dir: Path,
+    choice: _Choice,
+) -> list[_Job]:
+    """Open every input, build every processor and sink before anything runs, so
+    a bad query or input fails with nothing written. ``--output`` belongs to the
+    last statement."""
+    from flowsql.connectors.registry import sink_for, sources_for
+
+    jobs: list[_Job] = []
+    stdout = Console(highlight=False)
+    for i, statement in enumerate(statements):
+        try:
+            sources = sources_for(
+                statement, inputs, dead_letters=letters, batch_size=batch_size, base_dir=base_dir
+            )
+            statement = _bind(statement, sources)
+            processor = _processor_factory(statement, choice)(statement, letters)
+            last = i == len(statements) - 1
+            jobs.append(_Job(statement, sources, None, processor))
+            jobs[-1].sink = sink_for(statement, output if last else None, console=stdout)
+        except (FlowSQLError, OSError) as exc:
+            _abort_all(jobs)
+            _fail(str(exc))
+    return jobs
+
+
+def _bind(statement: Statement, sources: Mapping[str, Any]) -> Statement:
+    """Check the query against the inputs' columns (system columns excluded)."""
+    from flowsql.sql import bind
+
+    schemas = {}
+    for name, source in sources.items():
+        schema = getattr(source, "schema", None)
+        if schema is None:
+            return statement  # a source that cannot tell its columns up front
+        keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
+        schemas[name] = pa.schema(keep)
+    return bind(statement, schemas)
+
+
+def _processor_factory(
+    statement: Statement, choice: _Choice
+) -> Callable[[Statement, DeadLetterSink | None], Any]:
+    """V1 or V2 per ``--processor``, else the ``-- @job_mode`` annotation, else V1."""
+    mode = (choice.processor or statement.annotations.get("job_mode") or "v1").lower()
+    if mode not in ("v1", "v2"):
+        _fail(f"invalid value {mode!r} for --processor: allowed v1, v2")
+    count = choice.partitions or _int_annotation(statement, "num_partitions")
+    event_time = choice.event_time
+    if mode == "v1":
+        from flowsql.server.processor import SimpleJobProcessor
+
+        return lambda stmt, dl: SimpleJobProcessor(stmt, event_time=event_time, dead_letters=dl)
+    try:
+        from flowsql.server.coordinator import PartitionedJobCoordinator
+    except ImportError as exc:
+        _fail(f"the V2 processor is not available in this build ({exc}); use --processor v1")
+    return lambda stmt, dl: PartitionedJobCoordinator(
+        stmt, num_partitions=count, event_time=event_time, dead_letters=dl
+    )
+
+
+def _int_annotation(statement: Statement, key: str) -> int | None:
+    value = statement.annotations.get(key)
+    if value is None:
+        return None
+    try:
+        return max(1, int(value))
+    except ValueError:
+        _fail(f"invalid value {value!r} for '-- @{key}': allowed a positive integer")
+
+
+class _Letters:
+    """The CLI's dead-letter sink: to the --dlq file if given, and kept (a few) for
+    echoing on stderr otherwise."""
+
+    def __init__(self, file: DeadLetterSink | None) -> None:
+        self.file = file
+        self.count = 0
+        self.sample: list[DeadLetter] = []
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        self.count += len(letters)
+        room = _ECHO_LETTERS - len(self.sample)
+        if room > 0:
+            self.sample.extend(letters[:room])
+        if self.file is not None:
+            self.file.write(letters)
+
+
+def _dead_letter_sink(dlq: Path | None, statements: list[Statement]) -> _Letters:
+    from flowsql.connectors.dlq import JsonlDeadLetters
+
+    path = dlq or next(
+        (Path(s.properties["dlq.path"]) for s in statements if "dlq.path" in s.properties), None
+    )
+    if path is not None and not path.parent.is_dir():
+        _fail(f"dead-letter directory does not exist: {path.parent}")
+    return _Letters(JsonlDeadLetters(path) if path is not None else None)
+
+
+def _close_letters(letters: DeadLetterSink) -> None:
+    file = getattr(letters, "file", None)
+    if file is not None:
+        file.close()
+
+
+def _echo_letters(letters: Any, dlq: Path | None) -> None:
+    if letters.file is not None or not letters.count:
+        return
+    for letter in letters.sample:
+        where = f" at {letter.position}" if letter.position else ""
+        typer.echo(f"dead letter{where}: {letter.error}: {str(letter.original)[:200]}", err=True)
+    more = letters.count - len(letters.sample)
+    tail = f" (and {more} more)" if more > 0 else ""
+    typer.echo(
+        f"{letters.count} record(s) dead-lettered{tail}; keep them with --dlq PATH", err=True
+    )
+
+
+def _abort_all(jobs: list[_Job]) -> None:
+    """Close every processor and discard every sink's partial output."""
+    for job in jobs:
+        abort = getattr(job.sink, "abort", None)
+        if abort is not None:
+            abort()
+        job.processor.close()
+
+
+# ------------------------------------------------------------------------------ demo
+
+
+def demo(
+    records: Annotated[
+        int, typer.Option("--records", "-n", min=1, help="Trades to generate.")
+    ] = 1_000_000,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per micro-batch.")
+    ] = 10_000,
+    processor: Annotated[str, typer.Option("--processor", help="v1 or v2.")] = "v1",
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1)] = None,
+) -> None:
+    """Aggregate generated trades per symbol and second, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from flowsql.connectors.generator import make_generator
+    from flowsql.connectors.memory import MemorySink
+    from flowsql.connectors.stdout import TableSink
+    from flowsql.server.runner import run_job
+    from flowsql.sql import parse_one
+
+    console = Console(highlight=False)
+    statement = parse_one(DEMO_SQL)
+    console.print(f"[bold]flowsql demo[/bold]: {records:,} generated trades, 100 symbols\n")
+    console.print(DEMO_SQL + "\n", markup=False)
+    source = make_generator("trades", name="trades", records=records, batch_size=batch_size)
+    sink = MemorySink()
+    factory = _processor_factory(statement, _Choice(processor, partitions, None))
+    columns = (
+        *Progress.get_default_columns()[:2],
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("trades", total=records)
+        report = run_job(
+            statement,
+            {"trades": source},
+            sink,
+            processor=factory,
+            batch_size=batch_size,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    sample = TableSink(console, max_rows=10, title="sample of the results")
+    for batch in sink.batches:
+        sample.write(batch)
+    sample.close()
+    console.print(
+        f"[bold green]{report.records_per_s:,.0f} records/s[/bold green]:"
+        f" {report.records_in:,} trades -> {report.records_out:,} window results"
+        f" in {report.elapsed_s:.2f}s ({report.processor}, {report.partitions} partition(s))"
+    )
+
+
+# -------------------------------------------------------------------- explain/validate
+
+
+def explain(
+    file: Annotated[Path, typer.Argument(help="SQL file.")],
+) -> None:
+    """Print each statement's plan, event time, routing key and partitioning."""
+    from flowsql.plan.explain import explain as explain_statement
+
+    statements = _parse(_read_sql(file))
+    for i, statement in enumerate(statements):
+        if i:
+            typer.echo("")
+        typer.echo(explain_statement(statement))
+
+
+def validate(
+    file: Annotated[Path, typer.Argument(help="SQL file.")],
+) -> None:
+    """List every error in a SQL file with line and column; exit 1 if any."""
+    from flowsql.sql import validate as validate_text
+
+    errors = validate_text(_read_sql(file))
+    for err in errors:
+        typer.echo(f"{file}: {err}", err=True)
+    if errors:
+        typer.echo(f"{len(errors)} error(s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{file}: OK")

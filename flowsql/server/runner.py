@@ -1,0 +1,206 @@
+"""Run one statement over bounded inputs to completion: source -> processor -> sink.
+
+:func:`run_job` is the whole pipeline in one place; the CLI's ``flowsql run``
+and ``flowsql demo`` call it, and so can tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from flowsql.connectors.base import Sink, Source
+from flowsql.engine import DEFAULT_BATCH_SIZE
+from flowsql.errors import ConfigError, ConnectorError, did_you_mean
+from flowsql.plan.nodes import Statement
+from flowsql.records import DeadLetterSink
+from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+
+log = logging.getLogger(__name__)
+
+#: Builds a processor for a statement, given the dead-letter sink.
+ProcessorFactory = Callable[[Statement, DeadLetterSink | None], JobProcessor]
+#: Called after each batch with the records read so far.
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What a finished job did.
+
+    ``dead_lettered`` counts records the sources could not decode plus those
+    the engine sent to the dead-letter sink (bad event time, late with the
+    ``dlq`` strategy). ``stopped_early`` is True when a LIMIT ended the job.
+    """
+
+    job: str
+    processor: str
+    partitions: int
+    records_in: int
+    records_out: int
+    late_records: int
+    dead_lettered: int
+    elapsed_s: float
+    stopped_early: bool = False
+
+    @property
+    def records_per_s(self) -> float:
+        """Input records per second of wall time."""
+        return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for humans (the CLI prints it on stderr)."""
+        return (
+            f"{self.job}: {self.records_in:,} records in, {self.records_out:,} out,"
+            f" {self.late_records:,} late, {self.dead_lettered:,} dead-lettered"
+            f" in {self.elapsed_s:.2f}s ({self.records_per_s:,.0f} rec/s,"
+            f" {self.processor} x{self.partitions})"
+        )
+
+
+def run_job(
+    statement: Statement,
+    sources: Mapping[str, Source] | Source,
+    sink: Sink,
+    *,
+    processor: JobProcessor | ProcessorFactory | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+    event_time: str | None = None,
+) -> JobReport:
+    """Run ``statement`` over bounded ``sources`` into ``sink`` until the input
+    ends (or a LIMIT is reached), then flush and close everything.
+
+    Args:
+        statement: the planned query (one FROM name for now).
+        sources: FROM name -> source, or the single source.
+        sink: where result batches go; closed at the end (aborted on error
+            when it can be).
+        processor: a ready processor, or a factory ``(statement, dead_letters)``;
+            default V1 :class:`SimpleJobProcessor`.
+        dead_letters: where the engine's dead letters go.
+        batch_size: largest micro-batch handed to the processor.
+        progress: called after each batch with the records read so far.
+        event_time: event-time column when the query does not name one.
+    """
+    started = time.perf_counter()
+    source = _single_source(statement, sources)
+    log.debug("job %s: source %s, sink %s", statement.name, source.name, type(sink).__name__)
+    proc = _build_processor(statement, processor, dead_letters, event_time)
+    log.debug(
+        "job %s: processor %s x%d", statement.name, proc.processor_version, proc.num_partitions
+    )
+    try:
+        records_in, records_out = _pump(source, proc, sink, batch_size, progress)
+        log.debug("job %s: input ended after %d records", statement.name, records_in)
+        records_out += _write_all(sink, proc.flush())
+        log.debug("job %s: flushed; %d records out", statement.name, records_out)
+        sink.flush()
+    except BaseException:
+        _abort(sink)
+        raise
+    finally:
+        proc.close()
+        source.close()
+    sink.close()
+    elapsed = time.perf_counter() - started
+    log.debug("job %s: done in %.3fs", statement.name, elapsed)
+    return JobReport(
+        job=statement.name,
+        processor=proc.processor_version,
+        partitions=proc.num_partitions,
+        records_in=records_in,
+        records_out=records_out,
+        late_records=proc.metrics.late_records,
+        dead_lettered=source.dead_lettered + proc.metrics.dead_lettered,
+        elapsed_s=elapsed,
+        stopped_early=proc.done,
+    )
+
+
+def _pump(
+    source: Source,
+    proc: JobProcessor,
+    sink: Sink,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
+    """Feed every source batch to the processor; stop early once it is done."""
+    records_in = records_out = 0
+    batches = source.batches()
+    try:
+        for batch in _cut(batches, batch_size):
+            records_in += batch.num_rows
+            records_out += _write_all(sink, proc.process_batch(batch))
+            if progress is not None:
+                progress(records_in)
+            if proc.done:
+                log.debug("processor done (LIMIT reached) after %d records", records_in)
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    return records_in, records_out
+
+
+def _cut(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        if batch.num_rows <= size:
+            yield batch
+            continue
+        for start in range(0, batch.num_rows, size):
+            yield batch.slice(start, size)
+
+
+def _write_all(sink: Sink, batches: list[pa.RecordBatch]) -> int:
+    rows = 0
+    for batch in batches:
+        if batch.num_rows:
+            sink.write(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def _single_source(statement: Statement, sources: Mapping[str, Source] | Source) -> Source:
+    if not isinstance(sources, Mapping):
+        return sources
+    names = list(dict.fromkeys(statement.sources))
+    if len(names) > 1:
+        raise ConfigError(
+            f"{statement.name} inputs", ", ".join(names), "one FROM name (no joins yet)"
+        )
+    name = names[0] if names else next(iter(sources), "")
+    if name not in sources:
+        hint = did_you_mean(name, sources)
+        raise ConnectorError(f"no source for '{name}'" + (f"; {hint}" if hint else ""))
+    return sources[name]
+
+
+def _build_processor(
+    statement: Statement,
+    processor: JobProcessor | ProcessorFactory | None,
+    dead_letters: DeadLetterSink | None,
+    event_time: str | None,
+) -> JobProcessor:
+    if processor is None:
+        return SimpleJobProcessor(statement, event_time=event_time, dead_letters=dead_letters)
+    if isinstance(processor, JobProcessor) and not isinstance(processor, type):
+        return processor
+    return processor(statement, dead_letters)
+
+
+def _abort(sink: Sink) -> None:
+    abort = getattr(sink, "abort", None)
+    try:
+        if abort is not None:
+            abort()
+        else:
+            sink.close()
+    except Exception:  # the original error matters more
+        log.debug("sink cleanup failed", exc_info=True)

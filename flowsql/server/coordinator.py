@@ -179,7 +179,7 @@ class PartitionedJobCoordinator:
         self._collect(block=True)
         parts = split_state(state, self.router)
         for w, part in zip(self.routed, parts, strict=True):
-            w.send("restore", part)
+            self._send(w, "restore", part)
         self._collect(block=True)
         self.metrics.max_event_time = state.get("max_event_time")
 
@@ -246,7 +246,7 @@ class PartitionedJobCoordinator:
         parts = self.router.split(batch)
         for w, part in zip(self.routed, parts, strict=True):
             self._wait_for_credit(w)
-            w.send("batch", self.metrics.max_event_time, [part])
+            self._send(w, "batch", self.metrics.max_event_time, [part])
 
     @property
     def routed(self) -> list[PartitionWorker]:
@@ -256,13 +256,13 @@ class PartitionedJobCoordinator:
     def _broadcast(self, kind: str, arg: Any = None) -> None:
         for w in self.routed:
             self._wait_for_credit(w)
-            w.send(kind, arg)
+            self._send(w, kind, arg)
 
     def _ask_all(self, kind: str) -> list[Any]:
         """Send ``kind`` to every partition and return their answers' values."""
         values: list[Any] = [None] * len(self.routed)
         for p, w in enumerate(self.routed):
-            seq = w.send(kind)
+            seq = self._send(w, kind)
             while True:
                 got_seq, out, reply = self._receive(w)
                 self._store(p, got_seq, out, reply)
@@ -273,6 +273,14 @@ class PartitionedJobCoordinator:
         return values
 
     # ----------------------------------------------------------- collecting
+
+    def _send(
+        self, w: PartitionWorker, kind: str, arg: Any = None, batches: Sequence[pa.RecordBatch] = ()
+    ) -> int:
+        try:
+            return w.send(kind, arg, batches)
+        except ExecutionError as exc:
+            self._fail(exc)
 
     def _wait_for_credit(self, w: PartitionWorker) -> None:
         while w.in_flight >= self.max_in_flight:

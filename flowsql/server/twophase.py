@@ -327,7 +327,7 @@ class SplitRun:
         while taken < len(tasks) and not self._done():
             for w in co.workers:
                 while sent < len(tasks) and w.in_flight < co.max_in_flight:
-                    owner[(w.partition, w.send("split", tasks[sent]))] = sent
+                    owner[(w.partition, co._send(w, "split", tasks[sent]))] = sent
                     sent += 1
             for w, (seq, out, reply) in self._receive_any():
                 results[owner.pop((w.partition, seq))] = (out, reply)

@@ -277,6 +277,11 @@ class PartitionWorker:
         )
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the process is reaped)."""
+        return self._closed
+
+    @property
     def failed(self) -> bool:
         """True when the process has ended without being asked to stop."""
         return not self._closed and self.process.exitcode is not None

@@ -1,0 +1,211 @@
+"""PartitionedJobCoordinator: routing path, source-parallel path, worker death."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from flowsql.engine import Engine
+from flowsql.errors import ExecutionError
+from flowsql.plan import nodes as n
+from flowsql.plan.partial import ROWS, split_plan
+from flowsql.records import ListDeadLetters
+from flowsql.server.coordinator import PartitionedJobCoordinator, merge_outputs, prior_max
+from flowsql.server.processor import JobProcessor
+from flowsql.server.twophase import jsonl_splits, shift_letter
+from flowsql.sql import parse_one
+
+T0 = 1_700_000_000_000
+
+
+def trades(rows: int, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    ts = (
+        T0
+        + np.arange(rows, dtype=np.int64) * 7
+        - rng.integers(0, 2_000, rows) * (rng.random(rows) < 0.05)
+    )
+    return pa.table(
+        {
+            "symbol": pa.array([f"S{i}" for i in rng.integers(0, 13, rows)]),
+            "price": rng.integers(100, 10_000, rows) / 100,
+            "qty": rng.integers(1, 50, rows),
+            "ts": ts,
+        }
+    )
+
+
+def run_v1(sql: str, table: pa.Table, batch: int = 500) -> list[dict[str, object]]:
+    engine = Engine(parse_one(sql))
+    out = [o for b in table.to_batches(batch) for o in engine.process(b)] + engine.flush()
+    return _rows(out)
+
+
+def run_v2(sql: str, table: pa.Table, partitions: int, batch: int = 500) -> list[dict[str, object]]:
+    with PartitionedJobCoordinator(parse_one(sql), num_partitions=partitions) as v2:
+        out = [o for b in table.to_batches(batch) for o in v2.process_batch(b)] + v2.flush()
+    return _rows(out)
+
+
+def _rows(batches: list[pa.RecordBatch]) -> list[dict[str, object]]:
+    return [r for b in batches for r in b.to_pylist()]
+
+
+def test_is_a_job_processor() -> None:
+    with PartitionedJobCoordinator(parse_one("SELECT symbol FROM t"), num_partitions=2) as v2:
+        assert isinstance(v2, JobProcessor)
+        assert (v2.processor_name, v2.processor_version, v2.num_partitions) == (
+            "PartitionedJobCoordinator",
+            "V2",
+            2,
+        )
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_stateless_query_keeps_input_order(partitions: int) -> None:
+    sql = "SELECT symbol, price * 2 AS p2 FROM trades WHERE qty > 20"
+    table = trades(3_000)
+    assert run_v2(sql, table, partitions) == run_v1(sql, table)
+
+
+def test_single_strategy_runs_on_one_partition() -> None:
+    with PartitionedJobCoordinator(
+        parse_one("SELECT symbol FROM t LIMIT 5"), num_partitions=4
+    ) as v2:
+        assert v2.num_partitions == 1
+        assert v2.requested_partitions == 4
+        assert v2.routing.strategy == "single"
+
+
+def test_killed_worker_raises_naming_partition_and_exit_code() -> None:
+    table = trades(20_000)
+    v2 = PartitionedJobCoordinator(
+        parse_one("SELECT symbol FROM t WHERE qty > 1"), num_partitions=2
+    )
+    try:
+        v2.process_batch(table.to_batches(1_000)[0])
+        victim = v2.workers[1].process
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(5)
+        with pytest.raises(ExecutionError, match=r"partition 1 .*exit code -9"):
+            for b in table.to_batches(1_000):
+                v2.process_batch(b)
+            v2.flush()
+        assert all(w.closed for w in v2.workers)
+    finally:
+        v2.close()
+
+
+def test_failure_is_visible_without_a_call_and_close_reaps() -> None:
+    v2 = PartitionedJobCoordinator(parse_one("SELECT symbol FROM t"), num_partitions=2)
+    try:
+        assert v2.failure is None
+        pid = v2.workers[0].process.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while v2.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "partition 0" in str(v2.failure)
+    finally:
+        v2.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(ExecutionError, match="closed"):
+        v2.process_batch(trades(10).to_batches()[0])
+
+
+def test_worker_error_is_raised_as_execution_error() -> None:
+    sql = "SELECT symbol FROM t WHERE qty > 1"
+    with PartitionedJobCoordinator(parse_one(sql), num_partitions=2) as v2:
+        bad = pa.record_batch({"symbol": ["a"], "ts": [T0]})  # no qty column
+        with pytest.raises(ExecutionError, match="partition"):
+            v2.process_batch(bad)
+            v2.drain()
+
+
+def test_prior_max_is_the_max_of_all_rows_before() -> None:
+    ts = np.array([5, 3, 9, 1, 10], dtype=np.int64)
+    assert prior_max(ts, None).tolist() == [5, 5, 5, 9, 9]
+    assert prior_max(ts, 7).tolist() == [7, 7, 7, 9, 9]
+
+
+def test_merge_outputs_orders_by_window_end_then_key() -> None:
+    def batch(keys: list[str], ends: list[int]) -> pa.RecordBatch:
+        return pa.record_batch({"k": keys, "_window_end": ends})
+
+    merged = merge_outputs(
+        [[batch(["b", "a"], [20, 10])], [batch(["a"], [20])]], ("_window_end", "k")
+    )
+    rows = [r for b in merged for r in b.to_pylist()]
+    assert rows == [
+        {"k": "a", "_window_end": 10},
+        {"k": "a", "_window_end": 20},
+        {"k": "b", "_window_end": 20},
+    ]
+
+
+def test_split_plan_cuts_decomposable_final_aggregates_into_partials() -> None:
+    plan = split_plan(
+        parse_one(
+            "SELECT symbol, AVG(price) AS a, COUNT(*) AS c FROM t"
+            " GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' SECOND) HAVING COUNT(*) > 1"
+        )
+    )
+    assert plan.two_phase
+    lower = plan.lower.plan
+    assert isinstance(lower, n.Aggregate)
+    assert [name for name, _ in lower.aggs][-1] == ROWS
+    assert [m.kind for m in plan.merges] == ["avg", "sum"]
+    assert plan.upper is not None and plan.upper.sources == ("__lower",)
+
+
+def test_split_plan_falls_back_to_decode_and_filter_for_changes() -> None:
+    plan = split_plan(
+        parse_one("SELECT symbol, COUNT(*) AS c FROM t WHERE qty > 1 GROUP BY symbol EMIT CHANGES")
+    )
+    assert not plan.two_phase
+    assert isinstance(plan.lower.plan, n.Filter)
+    assert "EMIT CHANGES" in plan.reason
+
+
+def _jsonl(path: Path, table: pa.Table, bad_every: int = 0) -> Path:
+    with path.open("w") as f:
+        for i, row in enumerate(table.to_pylist()):
+            if bad_every and i % bad_every == 7:
+                f.write("{not json\n")
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def test_run_splits_equals_v1_over_the_file_and_numbers_dead_letters(tmp_path: Path) -> None:
+    from flowsql.connectors.files import JsonlSource
+
+    path = _jsonl(tmp_path / "t.jsonl", trades(4_000), bad_every=1_500)
+    sql = "SELECT symbol, qty FROM trades WHERE qty > 10"
+    v1_letters = ListDeadLetters()
+    source = JsonlSource(path, name="trades", dead_letters=v1_letters)
+    engine = Engine(parse_one(sql))
+    expected = _rows([o for b in source.batches() for o in engine.process(b)] + engine.flush())
+    splits = jsonl_splits(path, source="trades", split_bytes=20_000)
+    assert splits is not None and len(splits) > 5
+    letters = ListDeadLetters()
+    with PartitionedJobCoordinator(parse_one(sql), num_partitions=2, dead_letters=letters) as v2:
+        got = _rows(list(v2.run_splits(splits)))
+        assert v2.metrics.records_in == 4_000
+        assert v2.metrics.dead_lettered == 3
+    assert got == expected
+    assert [x.position for x in letters.letters] == [x.position for x in v1_letters.letters]
+
+
+def test_shift_letter_renumbers_file_lines() -> None:
+    from flowsql.records import DeadLetter
+
+    letter = DeadLetter("bad", "x", "t", "/data/t.jsonl:3")
+    assert shift_letter(letter, 10).position == "/data/t.jsonl:13"

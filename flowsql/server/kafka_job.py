@@ -1,0 +1,721 @@
+"""Kafka jobs: consumer groups, per-partition state, checkpoints, exactly-once.
+
+A Kafka job reads a topic as a member of a consumer group. State is kept per
+Kafka partition: every assigned partition gets its own processor (a *task*),
+checkpointed under that partition's key in a checkpoint store. When a
+rebalance moves a partition to another process, the new owner restores the
+partition's state from the (shared) store before it processes a record, so
+several flowsql processes with one ``group.id`` split a job between them.
+
+Per-partition state is only correct when every group lives in one partition.
+That holds when the query is stateless, when it groups by ``_key``, or when
+the source declares ``'<src>.key.columns'`` equal to the GROUP BY columns (the
+producer keyed messages by them). Otherwise the job repartitions: input
+partitions are decoded and their rows hash-routed by the GROUP BY columns to
+an internal topic (``<group>.<job>.repartition``, Arrow IPC messages), whose
+partitions carry the state. Queries that need one place for every row
+(global aggregates, LIMIT, ORDER BY) route all rows to internal partition 0.
+
+Delivery: ``'processing.guarantee'`` = ``at_least_once`` (default: offsets are
+committed only after the sink has flushed; a restart replays from the last
+checkpoint) or ``exactly_once`` (output, repartitioned rows, dead letters and
+input offsets are written in one Kafka transaction per checkpoint; read the
+output with ``isolation.level=read_committed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from flowsql.connectors.base import Sink
+from flowsql.connectors.kafka import (
+    EndTracker,
+    KafkaDeadLetters,
+    KafkaSink,
+    TopicSpec,
+    ck,
+    consumer_config,
+    ensure_topic,
+    messages_to_batch,
+    output_key_columns,
+    produce_all,
+    producer_config,
+    split_events,
+    topic_partitions,
+)
+from flowsql.errors import ConfigError, ExecutionError
+from flowsql.plan import nodes as n
+from flowsql.plan.routing import routing
+from flowsql.records import DeadLetterSink
+from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+from flowsql.state.checkpoint import (
+    CHECKPOINT_DIR_ENV,
+    Checkpoint,
+    CheckpointStore,
+    FileCheckpointStore,
+    choose,
+    fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+GUARANTEES = ("at_least_once", "exactly_once")
+#: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
+EOS_HEADER = "flowsql.eos"
+#: Largest repartition message payload (bytes); bigger slices are split.
+MAX_MESSAGE_BYTES = 512 * 1024
+#: Test hook: SIGKILL this process right after checkpoint N ("N" or "N:before-commit").
+CRASH_ENV = "FLOWSQL_TEST_CRASH_AT_CHECKPOINT"
+
+ProcessorFactory = Callable[[n.Statement, DeadLetterSink | None], JobProcessor]
+
+
+# -- settings ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaJobSpec:
+    """What a Kafka job needs to know, read from the statement's WITH pairs."""
+
+    job: str
+    source: TopicSpec
+    output: TopicSpec | None
+    group_id: str
+    guarantee: str = "at_least_once"
+    checkpoint_interval_ms: int = 5_000
+    checkpoint_dir: str = ".flowsql/checkpoints"
+    repartition: bool = False
+    route_columns: tuple[str, ...] = ()
+    repartition_topic: str = ""
+    max_rate: float = 0.0
+    dlq_topic: str | None = None
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.group_id}.{self.job}.{os.environ.get('FLOWSQL_INSTANCE', 'tx')}"
+
+    @classmethod
+    def from_statement(cls, statement: n.Statement) -> KafkaJobSpec:
+        props = statement.properties
+        name = _kafka_source_name(statement)
+        source = TopicSpec.from_properties(name, props)
+        group = source.group_id or f"flowsql-{statement.name}"
+        guarantee = props.get("processing.guarantee", "at_least_once").lower()
+        if guarantee not in GUARANTEES:
+            raise ConfigError("processing.guarantee", guarantee, GUARANTEES)
+        repartition, columns = _partitioning(statement, name)
+        return cls(
+            job=statement.name,
+            source=source,
+            output=_kafka_output(statement),
+            group_id=group,
+            guarantee=guarantee,
+            checkpoint_interval_ms=_duration(props, "checkpoint.interval", 5_000),
+            checkpoint_dir=props.get(
+                "checkpoint.dir", os.environ.get(CHECKPOINT_DIR_ENV, ".flowsql/checkpoints")
+            ),
+            repartition=repartition,
+            route_columns=columns,
+            repartition_topic=f"{group}.{statement.name}.repartition",
+            max_rate=float(props.get(f"{name}.max.rate", "0") or 0),
+            dlq_topic=props.get("dlq.topic"),
+        )
+
+
+def is_kafka_job(statement: n.Statement) -> bool:
+    """True when the statement reads a Kafka source declared in WITH."""
+    props = statement.properties
+    return any(props.get(f"{s}.type") == "kafka_source" for s in statement.sources)
+
+
+def _kafka_source_name(statement: n.Statement) -> str:
+    for source in statement.sources:
+        if statement.properties.get(f"{source}.type") == "kafka_source":
+            return source
+    raise ConfigError(
+        f"{statement.sources[0] if statement.sources else 'source'}.type",
+        None,
+        "'kafka_source' for a Kafka job",
+    )
+
+
+def _kafka_output(statement: n.Statement) -> TopicSpec | None:
+    props = statement.properties
+    for key, value in props.items():
+        if key.endswith(".type") and value == "kafka_sink":
+            return TopicSpec.from_properties(key[: -len(".type")], props)
+    return None
+
+
+def _partitioning(statement: n.Statement, source: str) -> tuple[bool, tuple[str, ...]]:
+    """(repartition?, routing columns). No columns with repartition = all rows to partition 0."""
+    forced = statement.properties.get("state.partitioning", "").lower()
+    route = routing(statement)
+    if forced == "partition" or (not forced and route.strategy == "hash" and not route.key_columns):
+        return False, route.key_columns
+    if route.strategy != "hash":
+        return True, ()
+    declared = statement.properties.get(f"{source}.key.columns", "")
+    keyed = {c.strip() for c in declared.split(",") if c.strip()}
+    if forced != "repartition" and (
+        set(route.key_columns) == {"_key"} or (keyed and keyed == set(route.key_columns))
+    ):
+        return False, route.key_columns
+    return True, route.key_columns
+
+
+def _duration(props: Mapping[str, str], key: str, default: int) -> int:
+    raw = props.get(key)
+    if raw is None:
+        return default
+    raw = raw.strip()
+    try:
+        if raw.isdigit():
+            return int(raw)
+        from flowsql.sql.durations import parse_duration
+
+        return parse_duration(raw)
+    except ValueError:
+        raise ConfigError(key, raw, "a duration such as '5s', '500ms' or milliseconds") from None
+
+
+# -- tasks -------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    """One assigned partition: its processor (None for a routing-only input
+    partition), the next offset to read and what it saw of end-of-input."""
+
+    topic: str
+    partition: int
+    processor: JobProcessor | None
+    position: int | None = None
+    checkpoint_id: int = 0
+    dirty: bool = False
+    finished: bool = False
+    ended_inputs: set[int] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass
+class JobStats:
+    """Counters of a Kafka job (exposed in status and metrics)."""
+
+    records_in: int = 0
+    records_out: int = 0
+    dead_lettered: int = 0
+    late_records: int = 0
+    checkpoints: int = 0
+    rebalances: int = 0
+    restored_partitions: int = 0
+    max_in_flight: int = 0
+
+
+# -- the job -------------------------------------------------------------------
+
+
+class KafkaJob:
+    """Runs one SQL statement over a Kafka source with checkpoints.
+
+    Args:
+        statement: the planned statement (its WITH pairs configure the job).
+        sink: where results go; default: the statement's ``kafka_sink``.
+        processor_factory: builds one processor per partition task
+            (default: V1 :class:`SimpleJobProcessor`).
+        store: checkpoint store; default: files under ``'checkpoint.dir'``.
+        dead_letters: where undecodable records go; default: ``'dlq.topic'``
+            through the job's producer (inside the transaction), else a log.
+    """
+
+    def __init__(
+        self,
+        statement: n.Statement,
+        *,
+        sink: Sink | None = None,
+        processor_factory: ProcessorFactory | None = None,
+        store: CheckpointStore | None = None,
+        dead_letters: DeadLetterSink | None = None,
+    ) -> None:
+        client = _client()
+        self.statement = statement
+        self.spec = KafkaJobSpec.from_statement(statement)
+        spec = self.spec
+        self.stats = JobStats()
+        self.query_id = fingerprint(statement.sql or repr(statement.plan))
+        self.factory = processor_factory or _v1_processor
+        self.store = store or FileCheckpointStore(
+            spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
+        )
+        self.deserializer = spec.source.deserializer()
+        self.producer = client.Producer(self._producer_conf())
+        self.dead_letters = dead_letters or self._dlq()
+        self.sink: Sink = sink or self._kafka_sink()
+        self.tasks: dict[tuple[str, int], Task] = {}
+        self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
+        self._stop = threading.Event()
+        self._in_txn = False
+        self._last_commit = time.monotonic()
+        self._crash_at = os.environ.get(CRASH_ENV, "")
+        self._bound = EndTracker(None, spec.source.topic, self.source_partitions)
+        self.consumer = client.Consumer(self._consumer_conf())
+        self._bound.consumer = self.consumer
+
+    # -- setup ---------------------------------------------------------------
+
+    def _producer_conf(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.spec.exactly_once:
+            extra = {
+                "transactional.id": self.spec.transactional_id,
+                "transaction.timeout.ms": 60000,
+            }
+        client = self.spec.output.client if self.spec.output else {}
+        return producer_config(self.spec.source.bootstrap, client, **extra)
+
+    def _consumer_conf(self) -> dict[str, Any]:
+        return consumer_config(self.spec.source, group_id=self.spec.group_id)
+
+    def _dlq(self) -> DeadLetterSink | None:
+        if not self.spec.dlq_topic:
+            return None
+        ensure_topic(self.spec.source.bootstrap, self.spec.dlq_topic)
+        return KafkaDeadLetters(self.spec.source.bootstrap, self.spec.dlq_topic, self.producer)
+
+    def _kafka_sink(self) -> Sink:
+        if self.spec.output is None:
+            raise ConfigError(
+                f"{self.statement.name}.type", None, "'kafka_sink' (or pass a sink to KafkaJob)"
+            )
+        keys = output_key_columns(self.statement, self.spec.output.name)
+        return KafkaSink(self.spec.output, keys, producer=self.producer)
+
+    # -- running -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the job to finish its current batch, checkpoint and leave the group."""
+        self._stop.set()
+
+    def run(self) -> JobStats:
+        """Process until the bounded input ends or :meth:`stop` is called; return the counters."""
+        if self.spec.exactly_once:
+            self.producer.init_transactions(30)
+        self._subscribe()
+        try:
+            self._loop()
+            self.commit()
+        finally:
+            self.consumer.close()
+            self.producer.flush(30)
+        return self.stats
+
+    def _subscribe(self) -> None:
+        spec = self.spec
+        topics = [spec.source.topic]
+        if spec.repartition:
+            ensure_topic(spec.source.bootstrap, spec.repartition_topic, len(self.source_partitions))
+            topics.append(spec.repartition_topic)
+        if spec.source.bounded:
+            tps = [ck.TopicPartition(t, p) for t in topics for p in self._partitions(t)]
+            self.consumer.assign(self._restore(tps))
+        else:
+            self.consumer.subscribe(
+                topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+
+    def _partitions(self, topic: str) -> list[int]:
+        if topic == self.spec.source.topic:
+            return self.source_partitions
+        return topic_partitions(self.spec.source.bootstrap, topic)
+
+    def _loop(self) -> None:
+        spec = self.spec.source
+        wait = spec.max_wait_ms / 1000
+        while not self._stop.is_set():
+            msgs = self.consumer.consume(spec.batch_size, wait)
+            self.stats.max_in_flight = max(self.stats.max_in_flight, len(msgs))
+            started = time.monotonic()
+            data, events = split_events(msgs)
+            self._handle(data)
+            if spec.bounded:
+                self._track_bounded(data, events)
+                if self.tasks and all(t.finished for t in self.tasks.values()):
+                    return
+            if (time.monotonic() - self._last_commit) * 1000 >= self.spec.checkpoint_interval_ms:
+                self.commit()
+            self._throttle(len(data), started)
+
+    def _throttle(self, count: int, started: float) -> None:
+        if self.spec.max_rate > 0 and count:
+            delay = count / self.spec.max_rate - (time.monotonic() - started)
+            if delay > 0:
+                time.sleep(delay)
+
+    # -- processing ----------------------------------------------------------
+
+    def _handle(self, data: Sequence[Any]) -> None:
+        if not data:
+            return
+        self._begin()
+        for (topic, part), msgs in _by_partition(data).items():
+            task = self.tasks.get((topic, part))
+            if task is None or task.finished:
+                continue  # a partition revoked while its messages were queued
+            if task.position is not None:
+                msgs = [m for m in msgs if m.offset() >= task.position]
+                if not msgs:
+                    continue
+            if topic == self.spec.source.topic:
+                self._from_source(task, msgs)
+            else:
+                self._from_repartition(task, msgs)
+            task.position = msgs[-1].offset() + 1
+            task.dirty = True
+
+    def _from_source(self, task: Task, msgs: list[Any]) -> None:
+        batch, bad = messages_to_batch(
+            msgs, self.deserializer, self.spec.source.name, self.dead_letters
+        )
+        self.stats.dead_lettered += bad
+        if batch is None:
+            return
+        self.stats.records_in += batch.num_rows
+        if task.processor is None:
+            self._route(batch)
+        else:
+            self._emit(task.processor.process_batch(batch))
+
+    def _route(self, batch: pa.RecordBatch) -> None:
+        """Repartition: rows to the internal topic, by their routing key."""
+        parts = len(self.source_partitions)
+        if self.spec.route_columns:
+            from flowsql.server.router import HashRouter
+
+            slices = HashRouter(self.spec.route_columns, parts).split(batch)
+        else:
+            slices = [batch] + [batch.slice(0, 0)] * (parts - 1)
+        for target, piece in enumerate(slices):
+            for chunk in _chunks(piece):
+                produce_all(
+                    self.producer, self.spec.repartition_topic, [_ipc(chunk)], partition=target
+                )
+
+    def _from_repartition(self, task: Task, msgs: list[Any]) -> None:
+        assert task.processor is not None
+        for m in msgs:
+            headers = dict(m.headers() or ())
+            if EOS_HEADER in headers:
+                task.ended_inputs.add(int(headers[EOS_HEADER]))
+                continue
+            batch = _from_ipc(m.value())
+            self.stats.records_in += batch.num_rows
+            self._emit(task.processor.process_batch(batch))
+        if self.spec.source.bounded and len(task.ended_inputs) >= len(self.source_partitions):
+            self._finish(task)
+
+    def _emit(self, batches: Iterable[pa.RecordBatch]) -> None:
+        for b in batches:
+            if b.num_rows:
+                self.sink.write(b)
+                self.stats.records_out += b.num_rows
+
+    def _finish(self, task: Task) -> None:
+        if task.finished:
+            return
+        if task.processor is not None:
+            self._begin()
+            self._emit(task.processor.flush())
+        elif self.spec.repartition:
+            self._begin()
+            eos = [(EOS_HEADER, str(task.partition).encode())]
+            for target in range(len(self.source_partitions)):
+                produce_all(
+                    self.producer, self.spec.repartition_topic, [b""], partition=target, headers=eos
+                )
+        task.finished = task.dirty = True
+
+    def _track_bounded(self, data: Sequence[Any], events: Sequence[Any]) -> None:
+        """Finish source partitions that reached the end offset they had at start."""
+        topic = self.spec.source.topic
+        mine = [m for m in data if m.topic() == topic]
+        ends = [m for m in events if m.topic() == topic]
+        for part in self._bound.update(mine, ends):
+            task = self.tasks.get((topic, part))
+            if task is not None:
+                self._finish(task)
+                if self.spec.repartition:
+                    self.commit()  # make the routed rows visible to the repartition readers
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self.spec.exactly_once and not self._in_txn:
+            self.producer.begin_transaction()
+            self._in_txn = True
+
+    def commit(self) -> None:
+        """Checkpoint every task. The commit protocol, in this order:
+
+        1. Flush sinks: a sink that buffers (file, memory) writes what it holds.
+        2. Flush producer: every Kafka message of this interval (results,
+           repartitioned rows, dead letters) is acknowledged by the broker.
+        3. Stage state: each changed task's snapshot and next offset are written
+           atomically to the checkpoint store as its *staged* checkpoint.
+        4. Commit offsets: the input offsets go to Kafka; with exactly-once
+           they are sent in the transaction, which is then committed, so
+           output and offsets become visible together.
+        5. Flush state: the staged checkpoints are promoted to *committed*.
+
+        A crash between 3 and 5 is resolved on restart by
+        :func:`flowsql.state.checkpoint.choose`: the staged checkpoint is used
+        only if Kafka holds exactly its offsets.
+        """
+        self._last_commit = time.monotonic()
+        dirty = [t for t in self.tasks.values() if t.dirty]
+        if not dirty and not self._in_txn:
+            return
+        # Step 1
+        if not isinstance(self.sink, KafkaSink):
+            self.sink.flush()
+        # Step 2
+        self._flush_producer()
+        # Step 3
+        staged = self._stage(dirty)
+        self._maybe_crash("before-commit")
+        # Step 4
+        self._commit_offsets(dirty)
+        # Step 5
+        for task in staged:
+            self.store.promote(task.key)
+        for task in dirty:
+            task.dirty = False
+        self.stats.checkpoints += 1
+        self._maybe_crash("")
+
+    def _flush_producer(self) -> None:
+        remaining = self.producer.flush(60)
+        if remaining:
+            raise ExecutionError(
+                f"job '{self.spec.job}': {remaining} messages not acknowledged in 60s"
+            )
+        failures = getattr(self.sink, "failures", None)
+        if failures:
+            raise ExecutionError(f"job '{self.spec.job}': output failed: {failures[0]}")
+
+    def _stage(self, tasks: list[Task]) -> list[Task]:
+        staged = []
+        for task in tasks:
+            if task.processor is None or task.position is None:
+                continue
+            task.checkpoint_id += 1
+            checkpoint = Checkpoint(
+                id=task.checkpoint_id,
+                offsets={task.key: task.position},
+                state=task.processor.snapshot(),
+                query=self.query_id,
+                extra={"finished": task.finished, "ended_inputs": sorted(task.ended_inputs)},
+            )
+            self.store.stage(task.key, checkpoint)
+            staged.append(task)
+        return staged
+
+    def _commit_offsets(self, tasks: list[Task]) -> None:
+        offsets = [
+            ck.TopicPartition(t.topic, t.partition, t.position)
+            for t in tasks
+            if t.position is not None
+        ]
+        if self.spec.exactly_once:
+            self._begin()
+            if offsets:
+                meta = self.consumer.consumer_group_metadata()
+                self.producer.send_offsets_to_transaction(offsets, meta, 30)
+            self.producer.commit_transaction(60)
+            self._in_txn = False
+        elif offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _maybe_crash(self, phase: str) -> None:
+        """Test hook (``FLOWSQL_TEST_CRASH_AT_CHECKPOINT``): die like ``kill -9`` at a
+        chosen checkpoint, after it ("N") or between staging and commit ("N:before-commit")."""
+        if not self._crash_at:
+            return
+        number, _, at = self._crash_at.partition(":")
+        current = self.stats.checkpoints + (1 if phase else 0)
+        if at == phase and current == int(number):
+            log.warning("%s: killing the process at checkpoint %s %s", CRASH_ENV, number, phase)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- restore and rebalance ----------------------------------------------------
+
+    def _restore(self, tps: Sequence[Any]) -> list[Any]:
+        """Create tasks for newly assigned partitions; return them with start offsets."""
+        committed = self.consumer.committed(list(tps), timeout=30) if tps else []
+        out = []
+        for tp in committed:
+            task = self._restore_task(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else None)
+            self.tasks[(tp.topic, tp.partition)] = task
+            start = task.position if task.position is not None else self._reset()
+            out.append(ck.TopicPartition(tp.topic, tp.partition, start))
+        return out
+
+    def _reset(self) -> int:
+        return int(
+            ck.OFFSET_BEGINNING if self.spec.source.offset_reset == "earliest" else ck.OFFSET_END
+        )
+
+    def _restore_task(self, topic: str, part: int, kafka_offset: int | None) -> Task:
+        routing_only = self.spec.repartition and topic == self.spec.source.topic
+        if routing_only:
+            return Task(topic, part, None, position=kafka_offset)
+        processor = self.factory(self.statement, self.dead_letters)
+        task = Task(topic, part, processor, position=kafka_offset)
+        committed, staged = self.store.load(task.key)
+        known = {task.key: kafka_offset} if kafka_offset is not None else {}
+        chosen = choose(committed, staged, known)
+        if chosen is None:
+            if kafka_offset is not None:
+                log.warning(
+                    "%s: offsets committed but no checkpoint; starting with empty state", task.key
+                )
+            return task
+        if chosen.query != self.query_id:
+            raise ExecutionError(
+                f"job '{self.spec.job}': checkpoint for {task.key} in {self.spec.checkpoint_dir}"
+                " was written by a different query; use a new group.id or delete the checkpoint"
+            )
+        if chosen is staged:
+            self.store.promote(task.key)
+        processor.restore(chosen.state)
+        task.position = chosen.offsets.get(task.key)
+        task.checkpoint_id = chosen.id
+        task.finished = bool(chosen.extra.get("finished"))
+        task.ended_inputs = set(chosen.extra.get("ended_inputs", ()))
+        self.stats.restored_partitions += 1
+        return task
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.stats.rebalances += 1
+        log.info("job %s: assigned %s", self.spec.job, [(p.topic, p.partition) for p in partitions])
+        consumer.assign(self._restore(partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("job %s: revoked %s", self.spec.job, [(p.topic, p.partition) for p in partitions])
+        self.commit()
+        for p in partitions:
+            task = self.tasks.pop((p.topic, p.partition), None)
+            if task is not None and task.processor is not None:
+                task.processor.close()
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        log.warning(
+            "job %s: lost %s without a commit",
+            self.spec.job,
+            [(p.topic, p.partition) for p in partitions],
+        )
+        if self._in_txn:
+            self.producer.abort_transaction(30)
+            self._in_txn = False
+        for p in partitions:
+            self.tasks.pop((p.topic, p.partition), None)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _client() -> Any:
+    if ck is None:
+        raise ConfigError(
+            "type", "kafka_source", "install the kafka extra: pip install 'flowsql[kafka]'"
+        )
+    return ck
+
+
+def _v1_processor(statement: n.Statement, dead_letters: DeadLetterSink | None) -> JobProcessor:
+    return SimpleJobProcessor(statement, dead_letters=dead_letters)
+
+
+def _by_partition(msgs: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for m in msgs:
+        key = (m.topic(), m.partition())
+        bucket = groups.get(key)
+        if bucket is None:
+            groups[key] = [m]
+        else:
+            bucket.append(m)
+    return groups
+
+
+def _chunks(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    if batch.num_rows == 0:
+        return []
+    size = max(1, batch.nbytes)
+    rows = max(1, batch.num_rows * MAX_MESSAGE_BYTES // size)
+    return [batch.slice(i, rows) for i in range(0, batch.num_rows, rows)]
+
+
+def _ipc(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.RecordBatch:
+    with pa.ipc.open_stream(data) as reader:
+        return reader.read_next_batch()
+
+
+def run_kafka_job(
+    statement: n.Statement,
+    *,
+    sink: Sink | None = None,
+    processor_factory: ProcessorFactory | None = None,
+    store: CheckpointStore | None = None,
+) -> JobStats:
+    """Run a Kafka job until its bounded input ends (or SIGTERM/SIGINT); return its counters."""
+    job = KafkaJob(statement, sink=sink, processor_factory=processor_factory, store=store)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: job.stop())
+    return job.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowsql.server.kafka_job FILE.sql``: run the file's Kafka statement."""
+    import json
+    import sys
+
+    from flowsql.sql import parse_one
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m flowsql.server.kafka_job FILE.sql", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=os.environ.get("FLOWSQL_LOG", "WARNING"))
+    with open(args[0]) as f:
+        statement = parse_one(f.read())
+    stats = run_kafka_job(statement)
+    print(json.dumps(stats.__dict__), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

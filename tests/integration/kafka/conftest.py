@@ -1,0 +1,50 @@
+"""Fixtures for the Kafka tests: one Tansu broker for the whole session.
+
+The broker is started before the first Kafka test and stopped after the last.
+If its binary is missing the tests fail (never skip) with the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from kafka_helpers import names  # noqa: E402
+
+from tests.broker import Broker, BrokerUnavailable, start_broker  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Broker]:
+    try:
+        broker = start_broker()
+    except BrokerUnavailable as exc:
+        pytest.fail(f"Kafka tests need the Tansu broker: {exc}")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def bootstrap(kafka_broker: Broker) -> str:
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def new_topic(bootstrap: str) -> Callable[..., str]:
+    """Create a fresh topic: ``new_topic("trades", partitions=3)`` -> its unique name."""
+
+    def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = f"{prefix}-{next(names)}-{int(time.time() * 1000) % 100000}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for fut in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            fut.result(10)
+        return name
+
+    return make

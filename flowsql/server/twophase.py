@@ -28,6 +28,7 @@ ranges) the coordinator hands out *splits* instead of rows:
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -277,10 +278,25 @@ def _finish_merge(m: Merge, table: pa.Table) -> pa.ChunkedArray | pa.Array:
         return table.column(m.columns[0])
     total, count = table.column(m.columns[0]), table.column(m.columns[1])
     if pa.types.is_decimal(total.type):
-        return pc.divide(total, pc.cast(count, pa.decimal128(38, 0)))
+        return _decimal_avg(total, count)
     has = pc.greater(count, 0)
     quotient = pc.divide(pc.cast(total, pa.float64()), pc.cast(count, pa.float64()))
     return pc.if_else(has, quotient, pa.scalar(None, pa.float64()))
+
+
+def _decimal_avg(total: pa.ChunkedArray, count: pa.ChunkedArray) -> pa.Array:
+    """AVG of DECIMAL(p, s) as V1 computes it: DECIMAL(38, max(s, 6)), rounded
+    half away from zero. One Python division per group, not per record."""
+    scale = max(total.type.scale, 6)
+    quantum = decimal.Decimal(1).scaleb(-scale)
+    ctx = decimal.Context(prec=80)
+    values = [
+        None
+        if s is None or not c
+        else ctx.divide(s, decimal.Decimal(c)).quantize(quantum, decimal.ROUND_HALF_UP, ctx)
+        for s, c in zip(total.to_pylist(), count.to_pylist(), strict=True)
+    ]
+    return pa.array(values, pa.decimal128(38, scale))
 
 
 def _concat(tables: Iterable[pa.Table]) -> pa.Table:
@@ -420,3 +436,17 @@ def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
     engine = Engine(plan.upper, dead_letters=co.dead_letters, job=co.job)
     engine._clock = EventTimeAssigner(TIMESTAMP, "")  # rows come with event time
     return engine
+
+
+def source_splits(source: Any, *, split_bytes: int = SPLIT_BYTES) -> list[JsonlSplit] | None:
+    """Splits of a source that workers can read on their own, or None.
+
+    Today: a JSON lines ``FileSource`` (``flowsql.connectors.files.JsonlSource``)
+    of more than one split. ``run_job`` uses this to choose ``run_splits``.
+    """
+    from flowsql.connectors.files import JsonlSource
+
+    if not isinstance(source, JsonlSource):
+        return None
+    splits = jsonl_splits(source.path, source=source.name, split_bytes=split_bytes)
+    return splits if splits else None

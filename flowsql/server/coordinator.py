@@ -42,6 +42,7 @@ from flowsql.engine import EngineMetrics, event_time_column
 from flowsql.errors import ExecutionError
 from flowsql.exec.eventtime import EventTimeAssigner
 from flowsql.plan import nodes as n
+from flowsql.plan.expr import Col
 from flowsql.plan.partial import reads_column, split_plan
 from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
 from flowsql.server.router import HashRouter
@@ -169,7 +170,7 @@ class PartitionedJobCoordinator:
         self._check_open()
         self._collect(block=True)
         states = self._ask_all("snapshot")
-        merged = merge_states(states)
+        merged = dict(merge_states(states))
         merged["max_event_time"] = self.metrics.max_event_time
         return merged
 
@@ -177,7 +178,7 @@ class PartitionedJobCoordinator:
         """Load a snapshot taken by V1 or by V2 with any partition count."""
         self._check_open()
         self._collect(block=True)
-        parts = split_state(state, self.router)
+        parts = split_state(state, self.router, key_aliases(self.statement.plan))
         for w, part in zip(self.routed, parts, strict=True):
             self._send(w, "restore", part)
         self._collect(block=True)
@@ -402,17 +403,87 @@ def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------ re-partitioning state
+#
+# Operator snapshots are plain values and Arrow tables (``Operator.snapshot``).
+# Keyed state sits in tables that hold the routing key columns (under their
+# input names, or the GROUP BY output names that alias them): splitting routes
+# each row of such a table with the same HashRouter as live rows; merging
+# concatenates the partitions' tables (their keys are disjoint). Plain values
+# are the same in every partition (shared settings) or per-partition maxima
+# (event-time clocks), so a merge keeps their maximum.
 
 
-def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def merge_states(states: Sequence[Any]) -> Any:
     """Merge the partitions' engine snapshots into one ``Engine.snapshot()``."""
     if len(states) == 1:
-        return dict(states[0])
-    raise ExecutionError("snapshot of more than one partition is not supported yet")
+        return states[0]
+    first = states[0]
+    if isinstance(first, pa.Table | pa.RecordBatch):
+        tables = [pa.table(x) if isinstance(x, pa.RecordBatch) else x for x in states]
+        return pa.concat_tables(tables, promote_options="permissive")
+    if isinstance(first, dict):
+        return {k: merge_states([st[k] for st in states]) for k in first}
+    if isinstance(first, list | tuple) and all(len(x) == len(first) for x in states):
+        merged = [merge_states([st[i] for st in states]) for i in range(len(first))]
+        return type(first)(merged) if isinstance(first, tuple) else merged
+    return _merge_plain(states)
 
 
-def split_state(state: dict[str, Any], router: HashRouter) -> list[dict[str, Any]]:
-    """Split one ``Engine.snapshot()`` into one snapshot per partition of ``router``."""
-    if router.num_partitions == 1:
+def _merge_plain(values: Sequence[Any]) -> Any:
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in known):
+        return max(known)
+    return known[0]
+
+
+def split_state(state: Any, router: HashRouter, aliases: dict[str, str] | None = None) -> list[Any]:
+    """Split one ``Engine.snapshot()`` into one snapshot per partition of ``router``.
+
+    Args:
+        state: the snapshot (or a part of it).
+        router: the new layout.
+        aliases: routing key column -> the output name it has in state tables.
+    """
+    parts = router.num_partitions
+    if parts == 1:
         return [state]
-    raise ExecutionError("restore into more than one partition is not supported yet")
+    if isinstance(state, pa.Table | pa.RecordBatch):
+        return _split_table(state, router, aliases or {})
+    if isinstance(state, dict):
+        split = {k: split_state(v, router, aliases) for k, v in state.items()}
+        return [{k: split[k][p] for k in state} for p in range(parts)]
+    if isinstance(state, list | tuple):
+        items = [split_state(v, router, aliases) for v in state]
+        per = [[it[p] for it in items] for p in range(parts)]
+        return [type(state)(x) if isinstance(state, tuple) else x for x in per]
+    return [state] * parts
+
+
+def _split_table(
+    table: pa.Table | pa.RecordBatch, router: HashRouter, aliases: dict[str, str]
+) -> list[Any]:
+    names = set(table.schema.names)
+    columns = [c if c in names else aliases.get(c, c) for c in router.key_columns]
+    if not router.key_columns or not all(c in names for c in columns):
+        if table.num_rows:
+            raise ExecutionError(
+                "cannot re-partition operator state: a state table lacks the routing"
+                f" key ({', '.join(router.key_columns)}); columns: {', '.join(table.schema.names)}"
+            )
+        return [table] * router.num_partitions
+    keyed = HashRouter(columns, router.num_partitions)
+    ids = keyed.partitions(table)
+    return [table.filter(pa.array(ids == p)) for p in range(router.num_partitions)]
+
+
+def key_aliases(plan: n.Node) -> dict[str, str]:
+    """Routing key column -> its GROUP BY output name, where they differ."""
+    out: dict[str, str] = {}
+    for node in n.walk(plan):
+        if isinstance(node, n.Aggregate):
+            for name, expr in node.keys:
+                if isinstance(expr, Col) and expr.name != name:
+                    out[expr.name] = name
+    return out

@@ -167,7 +167,11 @@ class FlowParser(Parser):
     def _parse_stream_window_clause(self) -> tuple[str, Any]:
         kind_token = self._next
         if kind_token.text.upper() not in WINDOW_KINDS:
-            return "windows", self._parse_window_clause()
+            self.raise_error(
+                "expected TUMBLING, SLIDING, HOPPING or SESSION after WINDOW "
+                "(named windows are not supported)",
+                kind_token or self._curr,
+            )
         self._advance(2)
         if not self._match(TokenType.L_PAREN):
             self.raise_error(f"expected '(' after {kind_token.text.upper()}")

@@ -246,10 +246,14 @@ class _Translator:
         return Call("not", (self.sub(inner),), self.pos(node))
 
     def is_(self, node: exp.Is) -> Expr:
-        if not isinstance(node.expression, exp.Null):
-            value = self.sub(node.expression)
-            return Call("eq", (self.sub(node.this), value), self.pos(node))
-        return Call("is_null", (self.sub(node.this),), self.pos(node))
+        if isinstance(node.expression, exp.Null):
+            return Call("is_null", (self.sub(node.this),), self.pos(node))
+        if not isinstance(node.expression, exp.Boolean):
+            raise self.error(UnsupportedError, f"unsupported IS test: {node.sql()}", node)
+        # a IS TRUE is never NULL: coalesce(a = TRUE, FALSE)
+        pos = self.pos(node)
+        test = Call("eq", (self.sub(node.this), self.sub(node.expression)), pos)
+        return Call("coalesce", (test, Lit(False, pa.bool_(), pos)), pos)
 
     def in_(self, node: exp.In) -> Expr:
         return Call("in", self._in_args(node), self.pos(node))

@@ -23,6 +23,7 @@ WINDOW_COLUMN_ALIASES: dict[str, str] = {
     "windowend": "_window_end",
     "_window_start": "_window_start",
     "_window_end": "_window_end",
+    "window_time": "_timestamp",
 }
 
 

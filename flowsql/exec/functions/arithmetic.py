@@ -19,9 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.exec.functions.base import Datum, Function, constant, fail, is_scalar, null_of
-from flowsql.exec.functions.coerce import HALF_AWAY, MAX_PRECISION, align, round_half_away
+from flowsql.exec.functions.coerce import (
+    HALF_AWAY,
+    MAX_PRECISION,
+    align,
+    cast_constant,
+    round_half_away,
+)
 
 Binary = Callable[[Datum, Datum], Datum]
+_ZERO = pa.scalar(0)
 
 
 def _null_result(a: Datum, b: Datum) -> Datum | None:
@@ -72,12 +79,19 @@ def fit_decimal128(value: Datum) -> Datum:
         ) from exc
 
 
-def _binary(name: str, op: Binary) -> Callable[[list[Datum]], Datum]:
+def _binary(
+    name: str, op: Binary, float_op: Binary | None = None
+) -> Callable[[list[Datum]], Datum]:
+    """A binary operator kernel; ``op`` checks integer overflow, ``float_op``
+    (cheaper, unchecked) is used when the operands are floating point."""
+
     def kernel(args: list[Datum]) -> Datum:
         a, b = align(args[0], args[1], name)
         nulls = _null_result(a, b)
         if nulls is not None:
             return nulls
+        if float_op is not None and pa.types.is_floating(a.type):
+            return float_op(a, b)
         return decimal_safe(op, a, b)
 
     return kernel
@@ -87,7 +101,8 @@ def _null_if_zero(value: Datum) -> Datum:
     """Divisor with zeros replaced by NULL (x / 0 is NULL in flowsql)."""
     if is_scalar(value):
         return null_of(value.type) if value.is_valid and value.as_py() == 0 else value
-    zero = pc.equal(value, pa.scalar(0).cast(value.type))
+    t = value.type
+    zero = pc.equal(value, _ZERO if pa.types.is_decimal(t) else cast_constant(_ZERO, t))
     if not pc.any(zero).as_py():
         return value
     return pc.if_else(zero, null_of(value.type), value)
@@ -141,9 +156,9 @@ def _floor_ceil(name: str, op: Callable[[Datum], Datum]) -> Callable[[list[Datum
 
 
 FUNCTIONS = (
-    Function("add", _binary("add", pc.add_checked), 2, 2),
-    Function("sub", _binary("sub", pc.subtract_checked), 2, 2),
-    Function("mul", _binary("mul", pc.multiply_checked), 2, 2),
+    Function("add", _binary("add", pc.add_checked, pc.add), 2, 2),
+    Function("sub", _binary("sub", pc.subtract_checked, pc.subtract), 2, 2),
+    Function("mul", _binary("mul", pc.multiply_checked, pc.multiply), 2, 2),
     Function("div", _binary("div", _divide), 2, 2),
     Function("mod", _binary("mod", _remainder), 2, 2),
     Function("neg", _negate, 1, 1, "unary"),

@@ -77,17 +77,34 @@ def map_dictionary(
 ) -> pa.Array:
     """Apply an element-wise ``fn`` to the distinct values of ``arr`` only.
 
-    With ``keep_encoding`` the result stays dictionary-encoded when it is a
-    string column whose new dictionary is still free of duplicates and nulls
-    (so grouping by it stays cheap and ``IS NULL`` stays correct); otherwise
-    it is materialised.
+    With ``keep_encoding`` a string result stays dictionary-encoded (so the
+    output type depends only on the input type, and grouping by it stays
+    cheap); its dictionary is re-encoded when ``fn`` mapped two values to one
+    or produced NULLs, so the dictionary stays unique and NULLs live in the
+    indices. Other results are gathered through the indices.
     """
     result = fn(arr.dictionary)
     if isinstance(result, pa.Scalar):
         result = pa.repeat(result, len(arr.dictionary))
-    if keep_encoding and is_string_type(result.type) and _unique_and_valid(result):
+    if pa.types.is_boolean(result.type) and result.null_count == 0:
+        return _select_indices(arr.indices, result)
+    if not (keep_encoding and is_string_type(result.type)):
+        return result.take(arr.indices)
+    if _unique_and_valid(result):
         return pa.DictionaryArray.from_arrays(arr.indices, result)
-    return result.take(arr.indices)
+    encoded = pc.dictionary_encode(result)
+    return pa.DictionaryArray.from_arrays(encoded.indices.take(arr.indices), encoded.dictionary)
+
+
+def _select_indices(indices: pa.Array, hits: pa.BooleanArray) -> pa.Array:
+    """Rows whose dictionary entry is TRUE in ``hits``, by comparing the integer
+    indices (much cheaper than gathering booleans); NULL rows stay NULL."""
+    positions = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+    if len(positions) == 0:
+        return pc.equal(indices, pa.scalar(-1, indices.type))
+    if len(positions) == 1:
+        return pc.equal(indices, pa.scalar(int(positions[0]), indices.type))
+    return hits.take(indices)
 
 
 def _unique_and_valid(values: pa.Array) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,9 +52,28 @@ def sql_cast(value: Datum, to: pa.DataType) -> Datum:
     or parse raises ``pyarrow.ArrowInvalid`` (turned into an ExecutionError by
     the caller).
     """
+    if isinstance(value, pa.Scalar):
+        return cast_constant(decode(value), to)
     if isinstance(value, pa.DictionaryArray) and not pa.types.is_dictionary(to):
         return map_dictionary(value, lambda values: sql_cast(values, to), keep_encoding=False)
-    value = decode(value)
+    return _cast(value, to)
+
+
+def cast_constant(value: pa.Scalar, to: pa.DataType) -> pa.Scalar:
+    """``sql_cast`` of a constant, memoized: casting an Arrow scalar costs tens
+    of microseconds, and the same literal is coerced again for every batch."""
+    try:
+        return _cast_constant(value.type, value.as_py(), to)
+    except TypeError:  # an unhashable (nested) value
+        return _cast(value, to)
+
+
+@lru_cache(maxsize=4096)
+def _cast_constant(src: pa.DataType, value: Any, to: pa.DataType) -> pa.Scalar:
+    return _cast(pa.scalar(value, src), to)
+
+
+def _cast(value: Datum, to: pa.DataType) -> Datum:
     src = value.type
     if src == to:
         return value
@@ -172,11 +193,11 @@ def null_count(value: Datum) -> int:
 def int_as_decimal(value: Datum) -> Datum:
     """An integer value as an exact ``DECIMAL(digits, 0)``; a constant uses
     only as many digits as it has, which keeps result precisions small."""
-    full = value.cast(pa.decimal128(_INT_DIGITS.get(value.type.bit_width, 20), 0))
+    full = pa.decimal128(_INT_DIGITS.get(value.type.bit_width, 20), 0)
     if is_scalar(value) and value.is_valid:
         digits = max(1, len(str(abs(value.as_py()))))
-        return full.cast(pa.decimal128(digits, 0))
-    return full
+        return cast_constant(cast_constant(value, full), pa.decimal128(digits, 0))
+    return sql_cast(value, full)
 
 
 def numeric_common(types: Sequence[pa.DataType]) -> pa.DataType:
@@ -251,6 +272,10 @@ def align(a: Datum, b: Datum, fn: str) -> tuple[Datum, Datum]:
 def _align_numbers(a: Datum, b: Datum) -> tuple[Datum, Datum]:
     ta, tb = a.type, b.type
     if pa.types.is_floating(ta) or pa.types.is_floating(tb):
+        if is_scalar(b) and pa.types.is_floating(ta):  # cast the constant, not the column
+            return a, cast_constant(b, pa.float64())
+        if is_scalar(a) and pa.types.is_floating(tb):
+            return cast_constant(a, pa.float64()), b
         return _float(a), _float(b)
     if pa.types.is_decimal(ta) and pa.types.is_integer(tb):
         return a, int_as_decimal(b)
@@ -260,7 +285,7 @@ def _align_numbers(a: Datum, b: Datum) -> tuple[Datum, Datum]:
 
 
 def _float(value: Datum) -> Datum:
-    return value.cast(pa.float64()) if pa.types.is_decimal(value.type) else value
+    return sql_cast(value, pa.float64()) if pa.types.is_decimal(value.type) else value
 
 
 def _is_time_vs_int(t1: pa.DataType, t2: pa.DataType) -> bool:

@@ -101,6 +101,12 @@ def test_integer_division_truncates_toward_zero_and_zero_gives_null(a, b, expect
     assert run(C("div", Col("a"), Col("b")), a=pa.array([a], pa.int64()), b=[b]) == [expected]
 
 
+def test_division_by_a_decimal_column_with_zeros() -> None:
+    dec = pa.array([Decimal("1.50"), Decimal("0.00"), None], pa.decimal128(5, 2))
+    assert run(C("div", Col("d"), Col("d")), d=dec)[1:] == [None, None]
+    assert run(C("mod", Col("i"), Col("d")), i=[3, 3, 3], d=dec) == [Decimal("0.00"), None, None]
+
+
 def test_division_by_zero_is_null_for_every_numeric_type() -> None:
     assert run(C("div", Col("f"), L(0)), f=[1.5, None]) == [None, None]
     assert run(C("div", Col("f"), Col("z")), f=[1.5, 3.0], z=[0.0, 2.0]) == [None, 1.5]
@@ -490,17 +496,19 @@ def test_dictionary_encoded_input_gives_the_same_values(expr) -> None:
     assert run(expr, s=plain.dictionary_encode()) == expected
 
 
-def test_string_function_over_dictionary_stays_encoded_when_safe() -> None:
+def test_string_function_over_dictionary_stays_encoded_with_a_unique_dictionary() -> None:
     words = pa.array(["a", "b", "a"]).dictionary_encode()
     out = evaluate(C("upper", Col("s")), pa.record_batch({"s": words}))
     assert pa.types.is_dictionary(out.type)
-    collapsed = evaluate(
-        C("upper", Col("s")), pa.record_batch({"s": pa.array(["a", "A"]).dictionary_encode()})
-    )
-    assert not pa.types.is_dictionary(
-        collapsed.type
-    )  # duplicates in the dictionary are not allowed
-    assert collapsed.to_pylist() == ["A", "A"]
+    mixed = pa.array(["a", "A", None]).dictionary_encode()
+    collapsed = evaluate(C("upper", Col("s")), pa.record_batch({"s": mixed}))
+    assert pa.types.is_dictionary(collapsed.type)  # same output type whatever the data
+    assert collapsed.dictionary.to_pylist() == ["A"]  # re-encoded: no duplicate entries
+    assert collapsed.to_pylist() == ["A", "A", None]
+    docs = pa.array(['{"a": 1}', "{}"]).dictionary_encode()
+    values = evaluate(C("json_value", Col("j"), L("$.a")), pa.record_batch({"j": docs}))
+    assert values.to_pylist() == ["1", None]
+    assert values.is_null().to_pylist() == [False, True]  # NULL lives in the indices
 
 
 # ---------------------------------------------------------------- time

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import msgspec
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -459,27 +460,22 @@ class JsonlSink(FileSink):
 
 
 class CsvSink(FileSink):
-    """CSV with a header; timestamps as epoch ms, decimals exact."""
+    """CSV with a header, quoting only where needed (written by polars);
+    timestamps as epoch ms, decimals exact."""
 
     def __init__(self, path: Path, *, delimiter: str = ",") -> None:
         super().__init__(path)
         self.delimiter = delimiter
-        self._writer: pacsv.CSVWriter | None = None
-
-    def _start(self, batch: pa.RecordBatch | None) -> None:
-        if batch is None:
-            return
-        schema = jsonable(batch.slice(0, 0)).schema
-        options = pacsv.WriteOptions(delimiter=self.delimiter, quoting_style="needed")
-        self._writer = pacsv.CSVWriter(self._file, schema, write_options=options)
+        self._schema: pa.Schema | None = None
 
     def _write(self, batch: pa.RecordBatch) -> None:
-        assert self._writer is not None
-        self._writer.write_batch(_conform(jsonable(batch), self._writer.schema))
-
-    def _end(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        assert self._file is not None
+        batch = jsonable(batch)
+        header = self._schema is None
+        if self._schema is None:
+            self._schema = batch.schema
+        frame = pl.from_arrow(_conform(batch, self._schema))
+        frame.write_csv(self._file, include_header=header, separator=self.delimiter)  # type: ignore[union-attr]
 
 
 class ParquetSink(FileSink):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -383,10 +384,13 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def _parse_start(value: Any) -> int:
-    text = str(value)
+    text = str(value).strip()
     if text.lstrip("-").isdigit():
         return int(text)
     try:
-        return int(pa.scalar(text).cast(pa.timestamp("ms")).cast(pa.int64()).as_py())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        moment = datetime.fromisoformat(text)
+    except ValueError:
         raise ConfigError("generator option 'start'", value, "epoch ms or ISO-8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

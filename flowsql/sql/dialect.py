@@ -287,11 +287,16 @@ class FlowParser(Parser):
         if self._curr.token_type != TokenType.TABLE or self._next.token_type != TokenType.L_PAREN:
             return False
         ahead = self._index + 2
-        return ahead < len(self._tokens) and self._tokens[ahead].text.upper() in FLINK_WINDOW_KINDS
+        return ahead < len(self._tokens) and self._tokens[ahead].text.upper() in (
+            *FLINK_WINDOW_KINDS,
+            "CUMULATE",
+        )
 
     def _parse_window_table(self) -> WindowTable:
         self._advance(2)  # TABLE (
         kind_token = self._curr
+        if kind_token.text.upper() not in FLINK_WINDOW_KINDS:
+            self.raise_error("CUMULATE windows are not supported (use TUMBLE, HOP or SESSION)")
         kind = FLINK_WINDOW_KINDS[kind_token.text.upper()]
         self._advance()
         self._match_l_paren()
@@ -365,6 +370,7 @@ class FlowSQL(Dialect):
     NULL_ORDERING = "nulls_are_last"
 
     class Tokenizer(Tokenizer):
-        pass
+        # Flink and ksqlDB quote identifiers with backticks, standard SQL with ".
+        IDENTIFIERS = ['"', "`"]
 
     Parser = FlowParser

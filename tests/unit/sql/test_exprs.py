@@ -165,3 +165,15 @@ def test_unknown_function_has_position_and_hint() -> None:
         parse_one("SELECT a,\n   UPPR(a) FROM t")
     assert (err.value.line, err.value.column) == (2, 4)
     assert "UPPER" in err.value.hint
+
+
+def test_is_true_is_never_null() -> None:
+    true = Lit(True, pa.bool_())
+    assert expr("a IS TRUE") == Call("coalesce", (Call("eq", (A, true)), Lit(False, pa.bool_())))
+    assert expr("a IS NOT TRUE") == Call("not", (expr("a IS TRUE"),))
+
+
+def test_quoted_identifiers_keep_case_and_spaces() -> None:
+    plan = parse_one('SELECT `my col`, "Other" FROM `trades`').plan
+    assert isinstance(plan, Project)
+    assert plan.exprs == (("my col", Col("my col")), ("Other", Col("Other")))

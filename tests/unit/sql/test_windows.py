@@ -238,3 +238,31 @@ def test_parse_duration_rejects_garbage() -> None:
         parse_duration("3 fortnights")
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_ksql_windowstart_and_flink_window_time() -> None:
+    ksql = parse_one(
+        "SELECT WINDOWSTART, k, COUNT(*) FROM t WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k"
+    )
+    assert isinstance(ksql.plan, Project)
+    assert ksql.plan.exprs[0] == ("WINDOWSTART", Col("_window_start"))
+    flink = parse_one(
+        "SELECT window_time, k, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), "
+        "INTERVAL '1' SECOND)) GROUP BY window_start, window_end, window_time, k"
+    )
+    assert isinstance(flink.plan, Project)
+    assert flink.plan.exprs[0] == ("window_time", Col("_timestamp"))
+
+
+def test_misspelt_window_kind_gets_a_hint() -> None:
+    with pytest.raises(SqlSyntaxError) as err:
+        parse_one("SELECT COUNT(*) FROM t WINDOW TUMBLNG(1s)")
+    assert err.value.token == "TUMBLNG" and "TUMBLING" in err.value.hint
+
+
+def test_flink_cumulate_is_reported_unsupported() -> None:
+    with pytest.raises(SqlSyntaxError, match="CUMULATE"):
+        parse_one(
+            "SELECT COUNT(*) FROM TABLE(CUMULATE(TABLE t, DESCRIPTOR(ts), "
+            "INTERVAL '1' SECOND, INTERVAL '1' MINUTE))"
+        )

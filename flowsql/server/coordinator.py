@@ -423,6 +423,9 @@ def merge_states(states: Sequence[Any]) -> Any:
         return pa.concat_tables(tables, promote_options="permissive")
     if isinstance(first, dict):
         return {k: merge_states([st[k] for st in states]) for k in first}
+    if isinstance(first, list | tuple):
+        states = [x for x in states if len(x)] or [first]
+        first = states[0]
     if isinstance(first, list | tuple) and all(len(x) == len(first) for x in states):
         merged = [merge_states([st[i] for st in states]) for i in range(len(first))]
         return type(first)(merged) if isinstance(first, tuple) else merged

@@ -113,7 +113,7 @@ class Grouping:
             return items[index - 1].node, items[index - 1].name
         if isinstance(node, exp.Column) and not node.table:
             item = self.query.item_named(node.name)
-            if item is not None and item.aliased and not _same_column(item.node, node.name):
+            if item is not None and item.aliased and not _reads_column(item.node, node.name):
                 return item.node, item.name
         match = next((i for i in items if i.node == node and i.aliased), None)
         return node, match.name if match else ""
@@ -230,6 +230,12 @@ def _count(node: exp.Count, scope: Scope, pos: Pos) -> AggCall:
     if isinstance(arg, exp.Literal) and not arg.is_string:
         return AggCall("count_star", pos=pos)
     return AggCall("count", (translate(arg, scope),), pos=pos)
+
+
+def _reads_column(node: exp.Expr, name: str) -> bool:
+    """``node`` reads an input column ``name``: then GROUP BY ``name`` means that
+    column, not the SELECT alias (as in PostgreSQL)."""
+    return any(col.name == name for col in node.find_all(exp.Column))
 
 
 def _same_column(node: exp.Expr, name: str, other: exp.Expr | None = None) -> bool:

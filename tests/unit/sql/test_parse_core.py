@@ -243,3 +243,15 @@ def test_select_star_with_group_by_is_an_error() -> None:
 def test_unsupported_constructs_say_what(sql: str, what: str) -> None:
     with pytest.raises(UnsupportedError, match=what):
         parse_one(sql)
+
+
+def test_group_by_name_prefers_the_input_column_over_a_same_named_alias() -> None:
+    plan = parse_one("SELECT UPPER(symbol) AS symbol, COUNT(*) AS n FROM t GROUP BY symbol").plan
+    assert isinstance(plan, Project)
+    agg = plan.input
+    assert isinstance(agg, Aggregate)
+    assert agg.keys == (("symbol", Col("symbol")),)
+    assert plan.exprs[0] == ("symbol", Call("upper", (Col("symbol"),)))
+    renamed = parse_one("SELECT symbol AS s, COUNT(*) AS n FROM t GROUP BY s").plan
+    assert isinstance(renamed, Project)
+    assert renamed.exprs[0] == ("s", Col("symbol"))

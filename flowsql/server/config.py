@@ -303,6 +303,14 @@ class Redactor:
         values = {str(props[key]) for key in self._secret_keys if str(props[key])}
         self._values = sorted(values, key=len, reverse=True)
 
+    @classmethod
+    def from_sql(cls, sql: str) -> Redactor:
+        """A redactor for the secret values written in SQL text that may not parse."""
+        found = {}
+        for i, match in enumerate(_SECRET_PROPERTY.finditer(sql)):
+            found[f"secret{i}"] = match.group(2).replace("''", "'")
+        return cls(found)
+
     def properties(self, properties: Mapping[str, str]) -> dict[str, str]:
         """A copy with secret values replaced by ``****``."""
         return {k: MASK if is_secret_key(k) else str(v) for k, v in properties.items()}
@@ -323,7 +331,7 @@ class Redactor:
 
 _SECRET_PROPERTY = re.compile(
     r"""((?:'[^']*(?:password|secret|token|sasl)[^']*'|"[^"]*(?:password|secret|token|sasl)[^"]*"|"""
-    r"""[\w.]*(?:password|secret|token|sasl)[\w.]*)\s*=\s*)'(?:[^']|'')*'""",
+    r"""[\w.]*(?:password|secret|token|sasl)[\w.]*)\s*=\s*)'((?:[^']|'')*)'""",
     re.IGNORECASE,
 )
 

@@ -277,6 +277,18 @@ class Job:
             self._release(keep_output=False)
         _close_quietly(self.source, self.name)
 
+    def check_health(self) -> None:
+        """Fail the job now if its processor broke while the job was idle (a V2
+        worker died); called by the server's watchdog. Never waits for a batch."""
+        if self._state.terminal or not self._lock.acquire(blocking=False):
+            return
+        try:
+            failure = getattr(self.processor, "failure", None)
+            if isinstance(failure, BaseException) and not self._state.terminal:
+                self._fail(failure)
+        finally:
+            self._lock.release()
+
     def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
         """Move the job to another processor at the next batch boundary.
 
@@ -351,7 +363,8 @@ class Job:
             for batch in batches:
                 if self._stopping.is_set() or self._state.terminal:
                     return self._stop_at_boundary()
-                if batch.num_rows and not self._step(self._process, batch):
+                work = self._process if batch.num_rows else self._check_processor
+                if not self._step(work, batch):
                     return None
                 if self.processor.done:
                     break
@@ -377,6 +390,12 @@ class Job:
         self._emit(self._failures.run(self.processor.process_batch, batch))
         self._refresh_counters()
         self._counters.active_s += time.perf_counter() - began
+
+    def _check_processor(self, _: pa.RecordBatch) -> None:
+        """On an idle source's heartbeat: fail now if a V2 worker died meanwhile."""
+        failure = getattr(self.processor, "failure", None)
+        if isinstance(failure, BaseException):
+            raise failure
 
     def _finish_input(self, _: None) -> None:
         self._emit(self.processor.flush())

@@ -53,6 +53,8 @@ _PATH_KEYS = frozenset({"path", "paths", "file", "files", "dir", "directory", "l
 RECENT_LETTERS = 1000
 #: Output rows kept in memory for a job that declares no sink.
 RECENT_ROWS = 1000
+#: Seconds between two checks of the running jobs' processors by the watchdog.
+WATCH_INTERVAL_S = 0.25
 #: WITH key of a job's dead-letter file (JSON lines), inside ``server.file_roots``.
 DLQ_PATH_KEY = "dlq.path"
 
@@ -153,6 +155,8 @@ class StreamJobServer:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self._query_seq = 0
+        self._closing = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # -- defaults --------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class StreamJobServer:
             for job in jobs:
                 self._jobs[job.name] = job
                 job.start()
+            self._start_watchdog()
         for job in jobs:
             log.info("deployed job %s on %s", job.name, job.choice.label)
         return [job.status() for job in jobs]
@@ -405,8 +410,29 @@ class StreamJobServer:
             raise JobConflictError(f"cannot {action} job '{name}': it is {job.state.value}")
         return job
 
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None and not self._closing.is_set():
+            self._watchdog = threading.Thread(
+                target=self._watch, name="flowsql-watchdog", daemon=True
+            )
+            self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Notice a dead V2 worker even while its job waits for input."""
+        while not self._closing.wait(WATCH_INTERVAL_S):
+            with self._lock:
+                jobs = list(self._jobs.values())
+            for job in jobs:
+                try:
+                    job.check_health()
+                except Exception:
+                    log.exception("health check of job %s failed", job.name)
+
     def shutdown(self) -> None:
         """Stop every job and wait for their threads."""
+        self._closing.set()
+        if self._watchdog is not None:
+            self._watchdog.join()
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:

@@ -28,8 +28,9 @@ START = 1_704_067_200_000
 class PacedSource:
     """A source the test feeds batch by batch; idle, it yields empty heartbeats."""
 
-    def __init__(self, name: str = "trades") -> None:
+    def __init__(self, name: str = "trades", heartbeat: bool = True) -> None:
         self.name = name
+        self.heartbeat = heartbeat
         self.dead_lettered = 0
         self.closed = False
         self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue()
@@ -50,7 +51,7 @@ class PacedSource:
     def batches(self) -> Iterator[pa.RecordBatch]:
         while True:
             try:
-                batch = self._queue.get(timeout=0.02)
+                batch = self._queue.get(timeout=0.02 if self.heartbeat else None)
             except queue.Empty:
                 yield pa.record_batch({"x": pa.array([], pa.int64())})
                 continue
@@ -107,7 +108,10 @@ def wait_until(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> N
 class Harness:
     """A server whose jobs read PacedSources and write ListSinks, by job name."""
 
-    def __init__(self, processor_factory: Any = make_processor, **settings: Any) -> None:
+    def __init__(
+        self, processor_factory: Any = make_processor, heartbeat: bool = True, **settings: Any
+    ) -> None:
+        self.heartbeat = heartbeat
         self.sources: dict[str, PacedSource] = {}
         self.sinks: dict[str, ListSink] = {}
         self.server = StreamJobServer(
@@ -118,7 +122,8 @@ class Harness:
         )
 
     def _source(self, statement: Statement, letters: DeadLetterSink) -> PacedSource:
-        return self.sources.setdefault(statement.name, PacedSource(statement.sources[0]))
+        source = PacedSource(statement.sources[0], self.heartbeat)
+        return self.sources.setdefault(statement.name, source)
 
     def _sink(self, statement: Statement) -> ListSink:
         return self.sinks.setdefault(statement.name, ListSink())
@@ -399,34 +404,38 @@ def test_a_failing_processor_does_not_take_the_server_down(harness: Harness) -> 
 # -- V2: a worker process that dies -----------------------------------------------------
 
 
-def _coordinator_available() -> bool:
+@pytest.mark.parametrize("heartbeat", [True, False], ids=["busy-source", "idle-source"])
+def test_killed_worker_fails_the_job_and_the_server_stays_up(heartbeat: bool) -> None:
+    harness = Harness(heartbeat=heartbeat)
     try:
-        import flowsql.server.coordinator  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        check_worker_kill(harness, more_input=heartbeat)
+    finally:
+        for source in harness.sources.values():
+            source.end()
+        harness.server.shutdown()
 
 
-@pytest.mark.skipif(not _coordinator_available(), reason="V2 coordinator not importable")
-def test_killed_worker_fails_the_job_and_the_server_stays_up(harness: Harness) -> None:
+def check_worker_kill(harness: Harness, *, more_input: bool) -> None:
     harness.server.deploy(
         "-- @job_mode: v2\n-- @num_partitions: 2\n"
-        "CREATE STREAM v2job AS SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol"
+        "CREATE STREAM v2job AS SELECT symbol, price FROM trades WHERE price >= 0"
     )
     source = harness.sources["v2job"]
     source.push(trades(0, 30))
     harness.wait_records("v2job", 30)
     job = harness.server.job("v2job")
-    assert harness.server.status("v2job").processor_version == "V2"
+    before = harness.server.status("v2job")
+    assert (before.state, before.last_error, before.processor_version) == ("RUNNING", None, "V2")
     victim = job.processor.workers[0].process.pid  # type: ignore[attr-defined]
     os.kill(victim, signal.SIGKILL)
-    source.push(trades(30, 30), trades(60, 30))
+    if more_input:
+        source.push(trades(30, 30), trades(60, 30))
     status = harness.wait_state("v2job", JobState.FAILED)
     assert "died" in status["last_error"] and str(victim) in status["last_error"]
-    assert job.join(30)
+    assert status["finished_at"] is not None
     harness.server.deploy("CREATE STREAM after AS SELECT id FROM trades")
     harness.sources["after"].push(trades(0, 2)).end()
-    harness.wait_state("after", JobState.FINISHED)
+    assert harness.wait_state("after", JobState.FINISHED)["records_out"] == 2
 
 
 def test_switch_errors_keep_the_old_processor(harness: Harness) -> None:

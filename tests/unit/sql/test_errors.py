@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowsql.errors import ConfigError, PlanError, SqlSyntaxError
 from flowsql.sql import parse, parse_one, validate
@@ -101,3 +103,16 @@ def test_str_marks_the_span() -> None:
     assert "  WHERE a = = 1\n" in text
     assert text.splitlines()[-2].strip() == "^"
     assert "operand" in text.splitlines()[-1]
+
+
+@given(
+    st.lists(st.sampled_from([" ", "\n", "\t", "-- note; 'x'\n", "/* c */"]), max_size=8),
+    st.sampled_from([" ", "\n", "\n\n  "]),
+)
+def test_error_position_matches_the_text(prefix: list[str], gap: str) -> None:
+    sql = "".join(prefix) + f"SELECT a,{gap}b FROM t WHERE a = = 1"
+    err = _syntax(sql)
+    offset = sql.rindex("= 1")
+    line = sql.count("\n", 0, offset) + 1
+    column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    assert (err.line, err.column, err.token) == (line, column, "=")

@@ -20,6 +20,7 @@ from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import EventTimeAssigner
 from flowsql.exec.operator import Operator, OperatorContext
 from flowsql.plan import nodes as n
+from flowsql.plan.routing import event_time_column
 from flowsql.records import TIMESTAMP, DeadLetterSink, ListDeadLetters
 
 log = logging.getLogger(__name__)
@@ -36,22 +37,6 @@ class EngineMetrics:
     late_records: int = 0
     dead_lettered: int = 0
     max_event_time: int | None = None
-
-
-def event_time_column(statement: n.Statement, override: str | None = None) -> str | None:
-    """The query's event-time column: the window's, else the CLI/API override,
-    else WITH 'event.time.field' (or '<source>.event.time.field'), else None
-    (= ``_timestamp`` or a fallback column, see ``EventTimeAssigner``)."""
-    for node in n.walk(statement.plan):
-        if isinstance(node, n.Aggregate) and node.window and node.window.time_column:
-            return node.window.time_column
-    if override:
-        return override
-    props = statement.properties
-    for source in statement.sources:
-        if f"{source}.event.time.field" in props:
-            return props[f"{source}.event.time.field"]
-    return props.get("event.time.field")
 
 
 class Engine:

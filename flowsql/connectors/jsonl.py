@@ -276,16 +276,16 @@ def infer_schema(chunk: bytes, max_lines: int = INFER_LINES) -> pa.Schema:
     values are numbers (float64 if any has a fraction or overflows int64, else
     int64), boolean when more than half are booleans, else string.
     """
-    tallies: dict[str, Counter[str]] = {}
-    for obj in _sample(chunk, max_lines):
-        for name, value in obj.items():
-            tally = tallies.setdefault(name, Counter())
-            if value is not None:
-                tally[_value_kind(value)] += 1
-    return pa.schema([(name, _majority(t)) for name, t in tallies.items()])
+    rows = _sample(chunk, max_lines)
+    names = dict.fromkeys(name for row in rows for name in row)
+    fields = []
+    for name in names:
+        kinds = Counter(map(type, (row.get(name) for row in rows)))
+        fields.append((name, _majority(kinds, rows, name)))
+    return pa.schema(fields)
 
 
-def _sample(chunk: bytes, max_lines: int) -> Iterable[dict[str, Any]]:
+def _sample(chunk: bytes, max_lines: int) -> list[dict[str, Any]]:
     end = 0
     for _ in range(max_lines):
         nxt = chunk.find(b"\n", end)
@@ -308,24 +308,21 @@ def _try_decode(line: bytes) -> Any:
         return None
 
 
-def _value_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int" if _INT64_MIN <= v <= _INT64_MAX else "float"
-    if isinstance(v, float):
-        return "float"
-    return "string"
-
-
-def _majority(tally: Counter[str]) -> pa.DataType:
-    total = sum(tally.values())
-    numbers = tally["int"] + tally["float"]
+def _majority(kinds: Counter[type], rows: list[dict[str, Any]], name: str) -> pa.DataType:
+    total = sum(n for kind, n in kinds.items() if kind is not type(None))
+    numbers = kinds[int] + kinds[float]
     if total and numbers * 2 > total:
-        return pa.float64() if tally["float"] else pa.int64()
-    if total and tally["bool"] * 2 > total:
+        if kinds[float] or not _ints_fit(row.get(name) for row in rows):
+            return pa.float64()
+        return pa.int64()
+    if total and kinds[bool] * 2 > total:
         return pa.bool_()
     return pa.string()
+
+
+def _ints_fit(values: Iterable[Any]) -> bool:
+    ints = [v for v in values if type(v) is int]
+    return not ints or (min(ints) >= _INT64_MIN and max(ints) <= _INT64_MAX)
 
 
 # --------------------------------------------------------------------------- encoding

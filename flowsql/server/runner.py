@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -96,9 +97,14 @@ def run_job(
         "job %s: processor %s x%d", statement.name, proc.processor_version, proc.num_partitions
     )
     try:
-        records_in, records_out = _pump(source, proc, sink, batch_size, progress)
-        log.debug("job %s: input ended after %d records", statement.name, records_in)
-        records_out += _write_all(sink, proc.flush())
+        splits = _splits(source, proc)
+        if splits is not None:
+            log.debug("job %s: %d splits read in parallel by workers", statement.name, len(splits))
+            records_in, records_out = _pump_splits(splits, proc, sink, progress)
+        else:
+            records_in, records_out = _pump(source, proc, sink, batch_size, progress)
+            log.debug("job %s: input ended after %d records", statement.name, records_in)
+            records_out += _write_all(sink, proc.flush())
         log.debug("job %s: flushed; %d records out", statement.name, records_out)
         sink.flush()
     except BaseException:
@@ -147,6 +153,30 @@ def _pump(
         if close is not None:
             close()
     return records_in, records_out
+
+
+def _splits(source: Source, proc: JobProcessor) -> list[Any] | None:
+    """Pieces of the input that the processor's workers can read and decode on
+    their own (V2 over a JSON lines file), or None to feed batches."""
+    run_splits = getattr(proc, "run_splits", None)
+    can_split = getattr(proc, "can_split", None)
+    if run_splits is None or (can_split is not None and not can_split()):
+        return None
+    from flowsql.server.twophase import source_splits
+
+    return source_splits(source)
+
+
+def _pump_splits(
+    splits: list[Any], proc: Any, sink: Sink, progress: Progress | None
+) -> tuple[int, int]:
+    """Let the processor read the splits; it emits everything, the flush included."""
+    records_out = 0
+    for batch in proc.run_splits(splits):
+        records_out += _write_all(sink, [batch])
+        if progress is not None:
+            progress(proc.metrics.records_in)
+    return proc.metrics.records_in, records_out
 
 
 def _cut(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:

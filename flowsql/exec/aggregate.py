@@ -1,0 +1,595 @@
+"""The GROUP BY operator: keys, aggregates, windows, watermarks, late data, emit modes.
+
+One batch goes through these steps, all vectorized:
+
+1. Event times come from ``_timestamp``; each row's watermark at arrival is
+   the max event time of every earlier record minus the allowed lateness
+   (``EventClock``), or the coordinator's ``__prior_max_event_time`` column.
+2. Group keys become persistent dense ids (``GroupKeys``).
+3. The windower assigns rows to windows (integer division; sliding windows
+   replicate rows); assignments to windows already closed at the row's
+   arrival are dropped, and rows with no open window are counted late (and
+   dead-lettered with ``late.data.strategy = 'dlq'``).
+4. The batch's distinct (window, group) pairs map to dense slots
+   (``SlotTable``); SESSION windows instead merge the rows with the open
+   sessions of their keys (``plan_sessions``).
+5. Every aggregator folds the rows into its state arrays at those slots.
+6. EMIT CHANGES returns the current row of every slot touched by the batch.
+
+``advance(t)`` sets the watermark to ``t - lateness`` and, for windowed
+queries, emits (EMIT FINAL) and frees every window whose end is at or below
+it; ``flush()`` does the same at +infinity and emits non-windowed EMIT FINAL
+groups. Rows come out ordered by (window end, window start, key values).
+
+Snapshot format (``snapshot()``, picklable; ``restore`` / ``merge_state`` /
+``split_snapshot`` read it)::
+
+    {"format": "flowsql.aggregate/1", "operator": name, "state_key": str,
+     "keys": [key names], "key_types": [pa.DataType], "arg_types": [pa.DataType | None],
+     "max_event_time": int | None,
+     "groups": pa.Table}   # one row per live (group, window) or session:
+                           # key columns, [_window_start, _window_end], __max_ts,
+                           # then "<agg name>.<field>" state columns
+
+State is stored by key *values*, so it can be split by key to move a job to
+more partitions (``split_snapshot``) and merged back (``merge_state``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowsql.errors import ExecutionError
+from flowsql.exec.aggregators import Aggregator, Grouping, make_aggregator
+from flowsql.exec.groupkeys import GroupKeys, grow
+from flowsql.exec.operator import OperatorContext
+from flowsql.exec.windows import (
+    END_OF_TIME,
+    NO_TIME,
+    Arrival,
+    EventClock,
+    Global,
+    SessionTable,
+    Sliding,
+    SlotTable,
+    Tumbling,
+    Windower,
+    local_groups,
+    plan_sessions,
+)
+from flowsql.plan.expr import Col, Expr
+from flowsql.plan.nodes import Aggregate, WindowSpec
+from flowsql.records import TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
+
+#: Column a V2 coordinator may add: global max event time before each row.
+PRIOR_MAX = "__prior_max_event_time"
+SNAPSHOT_FORMAT = "flowsql.aggregate/1"
+MAX_TS = "__max_ts"
+
+Evaluator = Callable[[pa.RecordBatch], pa.Array]
+
+
+def evaluator(expr: Expr) -> Evaluator:
+    """A batch -> column function for a key or argument expression."""
+    if isinstance(expr, Col):
+        name = expr.name
+
+        def column(batch: pa.RecordBatch) -> pa.Array:
+            idx = batch.schema.get_field_index(name)
+            if idx < 0:
+                raise ExecutionError(
+                    f"column '{name}' is not in the aggregate input"
+                    f" (columns: {', '.join(batch.schema.names)})"
+                )
+            return batch.column(idx)
+
+        return column
+    from flowsql.exec.expressions import compile_expr
+
+    return compile_expr(expr)
+
+
+def make_windower(spec: WindowSpec | None) -> Windower:
+    """The windower for a window spec (sessions are handled by the operator)."""
+    if spec is None or spec.kind == "session":
+        return Global()
+    if spec.kind == "tumbling":
+        return Tumbling(spec.size_ms)
+    return Sliding(spec.size_ms, spec.advance_ms)
+
+
+class AggregateOp:
+    """Compiled :class:`~flowsql.plan.nodes.Aggregate` node.
+
+    Args:
+        node: the plan node.
+        ctx: where late-record counts and dead letters go.
+    """
+
+    def __init__(self, node: Aggregate, ctx: OperatorContext) -> None:
+        self.node = node
+        self.ctx = ctx
+        self.windowed = node.window is not None
+        self.session_gap = (
+            node.window.gap_ms if node.window and node.window.kind == "session" else 0
+        )
+        self.windower = make_windower(node.window)
+        self.name = f"aggregate({self.window_name})"
+        self.emit_changes = node.emit == "changes"
+        self._key_evals = [evaluator(e) for _, e in node.keys]
+        self._arg_exprs, self._arg_index = _dedupe_args(node)
+        self._arg_evals = [evaluator(e) for e in self._arg_exprs]
+        self._reset_state()
+
+    @property
+    def window_name(self) -> str:
+        w = self.node.window
+        if w is None:
+            return "no window"
+        return {
+            "tumbling": f"tumbling {w.size_ms}ms",
+            "sliding": f"sliding {w.size_ms}ms/{w.advance_ms}ms",
+            "session": f"session gap {w.gap_ms}ms",
+        }[w.kind]
+
+    @property
+    def state_key(self) -> str:
+        """Changes when keys, aggregates or window change (old state is then invalid)."""
+        aggs = ",".join(f"{n}={c.fn}{'!' if c.distinct else ''}" for n, c in self.node.aggs)
+        keys = ",".join(n for n, _ in self.node.keys)
+        return f"aggregate[{keys}|{aggs}|{self.window_name}]"
+
+    def _reset_state(self) -> None:
+        self.clock = EventClock(self.node.allowed_lateness_ms)
+        self.keys = GroupKeys(tuple(n for n, _ in self.node.keys))
+        self.aggs: list[Aggregator] = []
+        self._started = False
+        self._arg_types: list[pa.DataType] = []
+        self.table: SlotTable | SessionTable = SessionTable() if self.session_gap else SlotTable()
+        self._capacity = 0
+        self._max_ts = np.empty(0, dtype=np.int64)
+        self._min_end = END_OF_TIME
+        self._rank: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ process
+
+    def process(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """Fold one batch in; with EMIT CHANGES return the rows it changed."""
+        if batch.num_rows == 0:
+            return []
+        arrival = self.clock.arrive(_timestamps(batch), _prior(batch))
+        gid = self.keys.encode([f(batch) for f in self._key_evals], batch.num_rows)
+        args = self._args(batch)
+        if self.session_gap:
+            changed = self._process_sessions(batch, arrival, gid, args)
+        else:
+            changed = self._process_windows(batch, arrival, gid, args)
+        self.clock.observe(arrival)
+        if not self.emit_changes or len(changed) == 0:
+            return []
+        return [self._rows(changed)]
+
+    def _process_windows(
+        self, batch: pa.RecordBatch, arrival: Arrival, gid: np.ndarray, args: list[pa.Array]
+    ) -> np.ndarray:
+        a = self.windower.assign(arrival)
+        rows, window, ts = a.rows, a.window, arrival.ts
+        wm = arrival.watermarks if self.windowed else None
+        if wm is not None:
+            late = self.windower.last_end(ts) <= wm
+            if late.any():
+                self._report_late(batch, np.flatnonzero(late), wm, ts)
+            open_ = self.windower.bounds(window)[1] > (wm if rows is None else wm[rows])
+            if not open_.all():
+                keep = np.flatnonzero(open_)
+                rows = keep if rows is None else rows[keep]
+                window = window[keep]
+        if rows is not None and len(rows) == 0:
+            return rows
+        lg = local_groups(
+            window, gid if rows is None else gid[rows], self.keys.count, a.low, a.high
+        )
+        assert isinstance(self.table, SlotTable)
+        slots, capacity = self.table.lookup(lg.window, lg.gid)
+        self._grow(capacity)
+        g = Grouping(lg.inv, len(lg.gid), rows, ts if rows is None else ts[rows], lg.counts)
+        g.slots = slots
+        self._update(g, args)
+        if self.windowed:
+            self._min_end = min(self._min_end, int(self.windower.bounds(lg.window[:1])[1][0]))
+        return slots
+
+    def _update(self, g: Grouping, args: list[pa.Array]) -> None:
+        for agg, idx in zip(self.aggs, self._arg_index, strict=True):
+            agg.update(g, [args[i] for i in idx])
+        if not self.windowed:
+            np.maximum.at(self._max_ts, g.row_slots(), g.ts)
+
+    # ----------------------------------------------------------------- sessions
+
+    def _process_sessions(
+        self, batch: pa.RecordBatch, arrival: Arrival, gid: np.ndarray, args: list[pa.Array]
+    ) -> np.ndarray:
+        ts, wm = arrival.ts, self.clock.watermarks(arrival)
+        late = ts + self.session_gap <= wm
+        if late.any():
+            self._report_late(batch, np.flatnonzero(late), wm, ts)
+        changed: list[np.ndarray] = []
+        self._session_chunk(np.flatnonzero(~late), ts, gid, wm, args, changed)
+        if not changed:
+            return np.empty(0, dtype=np.int64)
+        slots = np.unique(np.concatenate(changed))
+        return slots[self.table.live[slots]]
+
+    def _session_chunk(
+        self,
+        rows: np.ndarray,
+        ts: np.ndarray,
+        gid: np.ndarray,
+        wm: np.ndarray,
+        args: list[pa.Array],
+        changed: list[np.ndarray],
+    ) -> None:
+        # Rows are in arrival order. A chunk is applied at once only when no
+        # session it touches can close while it arrives; otherwise it is halved.
+        if len(rows) == 0:
+            return
+        assert isinstance(self.table, SessionTable)
+        c_gid, c_ts, c_wm = gid[rows], ts[rows], wm[rows]
+        open_slots = self.table.open_for(np.unique(c_gid), int(c_wm.min()))
+        plan = plan_sessions(c_gid, c_ts, self.session_gap, self.table, open_slots, int(c_wm.max()))
+        if plan is None:
+            half = len(rows) // 2
+            self._session_chunk(rows[:half], ts, gid, wm, args, changed)
+            self._session_chunk(rows[half:], ts, gid, wm, args, changed)
+            return
+        for dst, src in plan.merges:
+            for agg in self.aggs:
+                agg.merge(dst, agg.extract(src))
+                agg.reset(src)
+            self.table.release(src)
+        new = plan.target < 0
+        if new.any():
+            plan.target[new] = self.table.allocate(plan.gid[new], plan.start[new], plan.end[new])
+            self._grow(self.table.capacity)
+        self.table.start[plan.target] = plan.start
+        self.table.end[plan.target] = plan.end
+        self._min_end = min(self._min_end, int(plan.end.min()))
+        g = Grouping(plan.inv, plan.size, rows, c_ts)
+        g.slots = plan.target
+        self._update(g, args)
+        changed.append(plan.target.copy())
+
+    # ------------------------------------------------------------ watermark / end
+
+    def advance(self, event_time_ms: int) -> list[pa.RecordBatch]:
+        """Event time reached ``event_time_ms``: close windows ending at or before
+        the watermark (emitting them with EMIT FINAL)."""
+        watermark = self.clock.advance(event_time_ms)
+        if not self.windowed or watermark < self._min_end:
+            return []
+        return self._close(watermark)
+
+    def flush(self) -> list[pa.RecordBatch]:
+        """End of input: emit every open window, and non-windowed EMIT FINAL groups."""
+        if self.windowed:
+            out = self._close(END_OF_TIME)
+        else:
+            live = self.table.live_slots()
+            out = [] if self.emit_changes or len(live) == 0 else [self._rows(live)]
+            self._free(live)
+        self.clock.advance(END_OF_TIME + self.clock.lateness)
+        return out
+
+    def _close(self, watermark: int) -> list[pa.RecordBatch]:
+        live = self.table.live_slots()
+        ends = self._bounds(live)[1]
+        closing = live[ends <= watermark]
+        rest = ends[ends > watermark]
+        self._min_end = int(rest.min()) if len(rest) else END_OF_TIME
+        if len(closing) == 0:
+            return []
+        out = [] if self.emit_changes else [self._rows(closing)]
+        self._free(closing)
+        return out
+
+    def _free(self, slots: np.ndarray) -> None:
+        for agg in self.aggs:
+            agg.reset(slots)
+        if not self.windowed:
+            self._max_ts[slots] = NO_TIME
+        self.table.release(slots)
+
+    # ------------------------------------------------------------------- output
+
+    def _rows(self, slots: np.ndarray) -> pa.RecordBatch:
+        """Output rows of ``slots``, ordered by (window end, window start, keys)."""
+        slots = self._order(slots)
+        names = [n for n, _ in self.node.keys]
+        columns = self.keys.decode(self.table.gid[slots]) if names else []
+        if self.windowed:
+            start, end = self._bounds(slots)
+            names += [WINDOW_START, WINDOW_END]
+            columns += [pa.array(start, pa.int64()), pa.array(end, pa.int64())]
+            stamp = end - 1
+        else:
+            stamp = self._max_ts[slots]
+        names += [a.name for a in self.aggs] + [TIMESTAMP]
+        columns += [a.result(slots) for a in self.aggs] + [pa.array(stamp, pa.int64())]
+        return pa.RecordBatch.from_arrays(columns, names=names)
+
+    def _order(self, slots: np.ndarray) -> np.ndarray:
+        if len(slots) <= 1:
+            return slots
+        rank = self._ranks(self.table.gid[slots]) if self.node.keys else None
+        if self.windowed:
+            start, end = self._bounds(slots)
+            order = np.lexsort(([rank] if rank is not None else []) + [start, end])
+        elif rank is not None:
+            order = np.argsort(rank, kind="stable")
+        else:
+            return slots
+        return slots[order]
+
+    def _ranks(self, gids: np.ndarray) -> np.ndarray:
+        """Sort rank of the key values of ``gids`` (a cached rank of every group
+        while the set of groups is stable; else a sort of just these)."""
+        count = self.keys.count
+        if self._rank is not None and len(self._rank) == count:
+            return self._rank[gids]
+        if len(gids) * 8 < count:
+            return _sort_rank(self.keys.decode(gids))
+        self._rank = _sort_rank(self.keys.decode(np.arange(count)))
+        return self._rank[gids]
+
+    def _bounds(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(self.table, SessionTable):
+            return self.table.start[slots], self.table.end[slots]
+        return self.windower.bounds(self.table.window[slots])
+
+    # ---------------------------------------------------------------- late data
+
+    def _report_late(
+        self, batch: pa.RecordBatch, rows: np.ndarray, wm: np.ndarray, ts: np.ndarray
+    ) -> None:
+        self.ctx.late_records += len(rows)
+        if self.node.late_strategy != "dlq":
+            return
+        if self.session_gap:
+            starts, ends = ts[rows], ts[rows] + self.session_gap
+        else:
+            ends = self.windower.last_end(ts[rows])
+            starts = ends - getattr(self.windower, "size", 0)
+        records = _drop_internal(batch).take(pa.array(rows)).to_pylist()
+        for rec, s, e, w in zip(
+            records, starts.tolist(), ends.tolist(), wm[rows].tolist(), strict=True
+        ):
+            self.ctx.dead_letters.append(
+                DeadLetter(
+                    error=f"late record: window [{s}, {e}) closed at watermark {w}",
+                    original=json.dumps(rec, default=str),
+                    position=_position(rec),
+                    operator=self.name,
+                )
+            )
+
+    # -------------------------------------------------------------- arguments
+
+    def _args(self, batch: pa.RecordBatch) -> list[pa.Array]:
+        args = [_as_array(f(batch), batch.num_rows) for f in self._arg_evals]
+        if not self._started:
+            self._start([a.type for a in args])
+        return [self._conform(i, a) for i, a in enumerate(args)]
+
+    def _conform(self, i: int, arr: pa.Array) -> pa.Array:
+        want = self._arg_types[i]
+        if arr.type == want:
+            return arr
+        try:
+            return arr.cast(want)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ExecutionError(
+                f"{self.name}: aggregate argument changed type from {want} to {arr.type}: {exc}"
+            ) from None
+
+    def _start(self, arg_types: list[pa.DataType]) -> None:
+        self._arg_types = list(arg_types)
+        self._started = True
+        self.aggs = []
+        for (name, call), idx in zip(self.node.aggs, self._arg_index, strict=True):
+            arg_type = arg_types[idx[0]] if idx else None
+            self.aggs.append(make_aggregator(name, call, arg_type))
+        for agg in self.aggs:
+            agg.initialize(self._capacity)
+
+    def _grow(self, capacity: int) -> None:
+        if capacity <= self._capacity:
+            return
+        self._capacity = capacity
+        for agg in self.aggs:
+            agg.initialize(capacity)
+        if not self.windowed:
+            self._max_ts = grow(self._max_ts, capacity, NO_TIME)
+
+    # ----------------------------------------------------------- snapshot/restore
+
+    def snapshot(self) -> dict[str, Any]:
+        """The operator's complete state (see the module docstring for the format)."""
+        live = self.table.live_slots()
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "operator": self.name,
+            "state_key": self.state_key,
+            "keys": [n for n, _ in self.node.keys],
+            "key_types": self.keys.types,
+            "arg_types": list(self._arg_types),
+            "max_event_time": None if self.clock.max_time == NO_TIME else self.clock.max_time,
+            "groups": self._state_table(live),
+        }
+
+    def _state_table(self, slots: np.ndarray) -> pa.Table:
+        names = [n for n, _ in self.node.keys]
+        columns: list[pa.Array] = (
+            self.keys.decode(self.table.gid[slots]) if names and self.keys.encoders else []
+        )
+        if names and not self.keys.encoders:
+            columns = [pa.array([], pa.null()) for _ in names]
+        start, end = self._bounds(slots)
+        names += [WINDOW_START, WINDOW_END, MAX_TS]
+        stamp = self._max_ts[slots] if not self.windowed else np.zeros(len(slots), dtype=np.int64)
+        columns += [
+            pa.array(start, pa.int64()),
+            pa.array(end, pa.int64()),
+            pa.array(stamp, pa.int64()),
+        ]
+        for agg in self.aggs:
+            for field, col in agg.export(agg.extract(slots)).items():
+                names.append(f"{agg.name}.{field}")
+                columns.append(col)
+        return pa.Table.from_arrays(columns, names=names)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's."""
+        _check_format(state, self.state_key)
+        self._reset_state()
+        stored = state.get("max_event_time")
+        self.clock.max_time = NO_TIME if stored is None else int(stored)
+        self.merge_state(state)
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        """Merge a snapshot's groups into this operator (two-phase aggregation;
+        restoring a split snapshot). Sessions are added, not re-merged."""
+        _check_format(state, self.state_key)
+        table: pa.Table = state["groups"]
+        arg_types = list(state.get("arg_types") or [])
+        if not self._started and len(arg_types) == len(self._arg_exprs):
+            self._start(arg_types)
+        if table.num_rows == 0:
+            return
+        table = table.combine_chunks()
+        slots = self._restore_slots(table)
+        for agg in self.aggs:
+            prefix = f"{agg.name}."
+            cols = {
+                c[len(prefix) :]: table.column(c).chunk(0)
+                for c in table.column_names
+                if c.startswith(prefix)
+            }
+            agg.merge(slots, agg.load(cols))
+        if not self.windowed:
+            stamps = table.column(MAX_TS).to_numpy()
+            self._max_ts[slots] = np.maximum(self._max_ts[slots], stamps)
+
+    def _restore_slots(self, table: pa.Table) -> np.ndarray:
+        keys = [table.column(n).chunk(0) for n, _ in self.node.keys]
+        gid = self.keys.encode(keys, table.num_rows)
+        start = table.column(WINDOW_START).to_numpy()
+        end = table.column(WINDOW_END).to_numpy()
+        if isinstance(self.table, SessionTable):
+            slots = self.table.allocate(gid, start, end)
+            capacity = self.table.capacity
+        else:
+            window = start // self.windower.unit if self.windowed else np.zeros_like(gid)
+            slots, capacity = self.table.lookup(window, gid)
+        self._grow(capacity)
+        if self.windowed and len(end):
+            self._min_end = min(self._min_end, int(end.min()))
+        return slots
+
+
+def split_snapshot(
+    state: dict[str, Any],
+    partition: np.ndarray | Callable[[pa.Table], np.ndarray],
+    partitions: int | None = None,
+) -> list[dict[str, Any]]:
+    """Split an aggregate snapshot by key, e.g. to move a job to more partitions.
+
+    Args:
+        state: an ``AggregateOp.snapshot()``.
+        partition: the partition of each state row, or a function from the
+            key columns (a ``pa.Table``) to that array (e.g. the router's hash).
+        partitions: number of parts (default: max partition + 1).
+
+    Returns:
+        One snapshot per partition; restore each into its partition's operator.
+    """
+    groups: pa.Table = state["groups"]
+    part = partition(groups.select(state["keys"])) if callable(partition) else partition
+    part = np.asarray(part, dtype=np.int64)
+    count = partitions if partitions is not None else (int(part.max()) + 1 if len(part) else 1)
+    return [dict(state, groups=groups.filter(pa.array(part == i))) for i in range(count)]
+
+
+def _check_format(state: dict[str, Any], state_key: str) -> None:
+    if state.get("format") != SNAPSHOT_FORMAT:
+        raise ExecutionError(f"not an aggregate snapshot (format {state.get('format')!r})")
+    if state.get("state_key") != state_key:
+        raise ExecutionError(
+            f"snapshot is for {state.get('state_key')}, not {state_key}: the query changed"
+        )
+
+
+def _dedupe_args(node: Aggregate) -> tuple[list[Expr], list[tuple[int, ...]]]:
+    exprs: list[Expr] = []
+    index: list[tuple[int, ...]] = []
+    for _, call in node.aggs:
+        idx = []
+        for arg in call.args:
+            if arg not in exprs:
+                exprs.append(arg)
+            idx.append(exprs.index(arg))
+        index.append(tuple(idx))
+    return exprs, index
+
+
+def _timestamps(batch: pa.RecordBatch) -> np.ndarray:
+    idx = batch.schema.get_field_index(TIMESTAMP)
+    if idx < 0:
+        raise ExecutionError("aggregate input has no _timestamp column (event time)")
+    col = batch.column(idx)
+    if col.null_count:
+        raise ExecutionError("aggregate input has NULL event times in _timestamp")
+    if col.type != pa.int64():
+        col = col.cast(pa.int64())
+    return col.to_numpy(zero_copy_only=False)
+
+
+def _prior(batch: pa.RecordBatch) -> np.ndarray | None:
+    idx = batch.schema.get_field_index(PRIOR_MAX)
+    if idx < 0:
+        return None
+    return batch.column(idx).cast(pa.int64()).fill_null(NO_TIME).to_numpy(zero_copy_only=False)
+
+
+def _as_array(value: Any, rows: int) -> pa.Array:
+    if isinstance(value, pa.ChunkedArray):
+        return value.combine_chunks()
+    if isinstance(value, pa.Scalar):
+        return pa.repeat(value, rows)
+    return value
+
+
+def _drop_internal(batch: pa.RecordBatch) -> pa.RecordBatch:
+    idx = batch.schema.get_field_index(PRIOR_MAX)
+    return batch if idx < 0 else batch.remove_column(idx)
+
+
+def _position(rec: dict[str, Any]) -> str:
+    parts = [f"{c}={rec[c]}" for c in ("_partition", "_offset") if rec.get(c) is not None]
+    return " ".join(parts)
+
+
+def _sort_rank(columns: list[pa.Array]) -> np.ndarray:
+    """Rank of each row by the columns' values, ascending, NULLs last."""
+    names = [f"k{i}" for i in range(len(columns))]
+    table = pa.Table.from_arrays(columns, names=names)
+    order = pc.sort_indices(table, sort_keys=[(n, "ascending", "at_end") for n in names])
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order.to_numpy()] = np.arange(len(order))
+    return rank

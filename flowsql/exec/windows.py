@@ -1,0 +1,501 @@
+"""Event-time windows: assignment, watermarks, lateness and (group, window) slots.
+
+- :class:`Windower` assigns rows to windows: :class:`Tumbling` (one window per
+  row, ``start = ts // size * size``), :class:`Sliding` (every window
+  containing the row; rows are replicated with ``numpy.repeat``) and
+  :class:`Global` (no window). Windows are half-open ``[start, end)`` and
+  aligned to the epoch.
+- SESSION windows depend on the data: :class:`SessionTable` holds the open
+  sessions and :func:`plan_sessions` merges a batch's rows with them.
+- :class:`EventClock` tracks the max event time and gives each row the
+  watermark *at its arrival* (max event time of every earlier record minus the
+  allowed lateness), which is what makes lateness independent of batch size.
+- :class:`SlotTable` maps (window, group id) pairs to dense slots that index
+  the aggregate state, and recycles the slots of closed windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flowsql.errors import ExecutionError
+from flowsql.exec.groupkeys import grow
+
+#: "No event seen yet": below any real event time, with room to subtract lateness.
+NO_TIME = -(1 << 62)
+#: The watermark after end of input.
+END_OF_TIME = 1 << 62
+
+
+@dataclass
+class Arrival:
+    """A batch's event times and what is known about their order.
+
+    ``in_order``: non-decreasing and not behind any earlier record, so no row
+    can be late. ``watermarks``: each row's watermark at its arrival (None when
+    in order). ``high``: the batch's max event time.
+    """
+
+    ts: np.ndarray
+    in_order: bool
+    watermarks: np.ndarray | None
+    high: int
+
+
+@dataclass
+class Assignment:
+    """Rows of a batch assigned to windows.
+
+    ``rows`` is the batch row of each assignment (None = one assignment per
+    row, in order); ``window`` the window index (start // unit), between
+    ``low`` and ``high``.
+    """
+
+    rows: np.ndarray | None
+    window: np.ndarray
+    low: int
+    high: int
+
+
+class Windower:
+    """Assigns rows to windows and tells when a window closes."""
+
+    kind = "global"
+    unit = 1
+
+    @property
+    def state_key(self) -> str:
+        return self.kind
+
+    def assign(self, arrival: Arrival) -> Assignment:
+        """Windows of each row."""
+        return Assignment(None, np.zeros(len(arrival.ts), dtype=np.int64), 0, 0)
+
+    def last_end(self, ts: np.ndarray) -> np.ndarray:
+        """End of the last window each row belongs to (it is late once that closed)."""
+        return np.full(len(ts), END_OF_TIME, dtype=np.int64)
+
+    def bounds(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end (ms) of window indexes."""
+        zeros = np.zeros(len(window), dtype=np.int64)
+        return zeros, zeros
+
+
+class Global(Windower):
+    """No window: one group per key for the whole stream."""
+
+
+class Tumbling(Windower):
+    """TUMBLING(size): ``[k*size, (k+1)*size)``."""
+
+    kind = "tumbling"
+
+    def __init__(self, size_ms: int) -> None:
+        self.size = size_ms
+        self.unit = size_ms
+
+    @property
+    def state_key(self) -> str:
+        return f"tumbling({self.size})"
+
+    def assign(self, arrival: Arrival) -> Assignment:
+        ts = arrival.ts
+        if not arrival.in_order:
+            window = ts // self.size
+            return Assignment(None, window, int(window.min()), int(window.max()))
+        # Sorted: windows are runs; find their borders instead of dividing every row.
+        w0, w1 = int(ts[0]) // self.size, int(ts[-1]) // self.size
+        if w0 == w1:
+            return Assignment(None, np.full(len(ts), w0, dtype=np.int64), w0, w1)
+        cuts = np.searchsorted(ts, np.arange(w0 + 1, w1 + 1, dtype=np.int64) * self.size)
+        runs = np.diff(np.concatenate([[0], cuts, [len(ts)]]))
+        return Assignment(None, np.repeat(np.arange(w0, w1 + 1, dtype=np.int64), runs), w0, w1)
+
+    def last_end(self, ts: np.ndarray) -> np.ndarray:
+        return ts // self.size * self.size + self.size
+
+    def bounds(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = window * self.size
+        return start, start + self.size
+
+
+class Sliding(Windower):
+    """SLIDING(size, advance): windows ``[k*advance, k*advance + size)``; a row
+    belongs to every window containing it (``ceil(size/advance)`` or one fewer)."""
+
+    kind = "sliding"
+
+    def __init__(self, size_ms: int, advance_ms: int) -> None:
+        self.size = size_ms
+        self.advance = advance_ms
+        self.unit = advance_ms
+
+    @property
+    def state_key(self) -> str:
+        return f"sliding({self.size},{self.advance})"
+
+    def assign(self, arrival: Arrival) -> Assignment:
+        ts = arrival.ts
+        hi = ts // self.advance
+        lo = (ts - self.size) // self.advance + 1
+        per_row = hi - lo + 1
+        rows = np.repeat(np.arange(len(ts)), per_row)
+        first = np.cumsum(per_row) - per_row  # index of each row's first assignment
+        window = lo[rows] + (np.arange(len(rows)) - first[rows])
+        return Assignment(rows, window, int(lo.min()), int(hi.max()))
+
+    def last_end(self, ts: np.ndarray) -> np.ndarray:
+        return ts // self.advance * self.advance + self.size
+
+    def bounds(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start = window * self.advance
+        return start, start + self.size
+
+
+class EventClock:
+    """Max event time seen, and each row's watermark at its arrival.
+
+    Args:
+        lateness_ms: allowed lateness; watermark = max event time - lateness.
+    """
+
+    def __init__(self, lateness_ms: int = 0) -> None:
+        self.lateness = lateness_ms
+        self.max_time = NO_TIME  # max over processed records and advance() calls
+
+    @property
+    def watermark(self) -> int:
+        return self.max_time - self.lateness
+
+    def arrive(self, ts: np.ndarray, prior: np.ndarray | None) -> Arrival:
+        """Describe a batch before it is processed.
+
+        ``prior`` is the coordinator's ``__prior_max_event_time`` column (the
+        global max event time before each row) when present.
+        """
+        in_order = bool(ts[0] >= self.max_time) and bool(np.greater_equal(ts[1:], ts[:-1]).all())
+        high = int(ts[-1]) if in_order else int(ts.max())
+        if prior is not None:
+            wm = np.maximum(prior, self.max_time) - self.lateness
+            return Arrival(ts, False, wm, high)
+        if in_order:
+            return Arrival(ts, True, None, high)
+        before = np.empty(len(ts), dtype=np.int64)
+        before[0] = self.max_time
+        np.maximum(np.maximum.accumulate(ts[:-1]), self.max_time, out=before[1:])
+        return Arrival(ts, False, before - self.lateness, high)
+
+    def watermarks(self, arrival: Arrival) -> np.ndarray:
+        """Each row's watermark at arrival, also for an in-order batch."""
+        if arrival.watermarks is not None:
+            return arrival.watermarks
+        ts = arrival.ts
+        wm = np.empty(len(ts), dtype=np.int64)
+        wm[0] = self.max_time
+        np.maximum(ts[:-1], self.max_time, out=wm[1:])
+        return wm - self.lateness
+
+    def observe(self, arrival: Arrival) -> None:
+        """The batch was processed."""
+        self.max_time = max(self.max_time, arrival.high)
+
+    def advance(self, event_time_ms: int) -> int:
+        """Event time reached ``event_time_ms``; return the new watermark."""
+        self.max_time = max(self.max_time, event_time_ms)
+        return self.watermark
+
+
+@dataclass
+class LocalGroups:
+    """One batch's distinct (window, group) pairs: ``inv`` maps each assigned
+    row to its pair, ``window``/``gid`` describe the pairs, ``counts`` count rows."""
+
+    inv: np.ndarray
+    window: np.ndarray
+    gid: np.ndarray
+    counts: np.ndarray
+
+
+def local_groups(
+    window: np.ndarray, gid: np.ndarray, groups: int, low: int, high: int
+) -> LocalGroups:
+    """Distinct (window, gid) pairs of a batch, vectorized; windows lie in [low, high].
+
+    When ``windows x groups`` is small the pairs are found with ``bincount``
+    over the combined code (no sort); otherwise with ``numpy.unique``.
+    """
+    if len(gid) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return LocalGroups(empty, empty, empty, empty)
+    span = (high - low + 1) * groups
+    code = gid if high == low else (window - low) * groups + gid
+    if span <= max(8 * len(gid), 1 << 16):
+        full = np.bincount(code, minlength=span)
+        uniq = np.flatnonzero(full)
+        lookup = np.empty(span, dtype=np.int64)
+        lookup[uniq] = np.arange(len(uniq))
+        inv, counts = lookup[code], full[uniq]
+    else:
+        found = np.unique(code, return_inverse=True, return_counts=True)
+        uniq, inv, counts = found[0], found[1].reshape(-1), found[2]
+    if high == low:
+        return LocalGroups(inv, np.full(len(uniq), low, dtype=np.int64), uniq, counts)
+    return LocalGroups(inv, uniq // groups + low, uniq % groups, counts)
+
+
+class SlotTable:
+    """(window index, group id) -> slot, with the window and group of each slot.
+
+    Pairs are coded ``(window - base) << 31 | gid`` in a sorted array searched
+    with ``numpy.searchsorted``; only a batch's distinct pairs are looked up.
+    Released slots are reused. ``on_grow(capacity)`` is called when the slot
+    arrays grow so the aggregators can grow theirs.
+    """
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.window = np.empty(0, dtype=np.int64)
+        self.gid = np.empty(0, dtype=np.int64)
+        self.live = np.empty(0, dtype=bool)
+        self._codes = np.empty(0, dtype=np.int64)
+        self._slots = np.empty(0, dtype=np.int64)
+        self._free: list[np.ndarray] = []
+        self._next = 0
+        self._base: int | None = None
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def live_slots(self) -> np.ndarray:
+        """Every slot in use."""
+        return np.flatnonzero(self.live[: self._next])
+
+    def lookup(self, window: np.ndarray, gid: np.ndarray) -> tuple[np.ndarray, int]:
+        """Slots of distinct pairs, allocating new ones; also returns the new capacity."""
+        last = self._last
+        if last is not None and np.array_equal(last[1], gid) and np.array_equal(last[0], window):
+            return last[2], self.capacity  # a steady stream: same pairs as the last batch
+        slots = self._lookup(window, gid)
+        self._last = (window, gid, slots)
+        return slots, self.capacity
+
+    def _lookup(self, window: np.ndarray, gid: np.ndarray) -> np.ndarray:
+        codes = self._code(window, gid)
+        pos = np.searchsorted(self._codes, codes)
+        found = pos < len(self._codes)
+        found[found] = self._codes[pos[found]] == codes[found]
+        slots = np.empty(len(codes), dtype=np.int64)
+        slots[found] = self._slots[pos[found]]
+        if not found.all():
+            missing = ~found
+            new = self._allocate(int(missing.sum()))
+            slots[missing] = new
+            self.window[new], self.gid[new], self.live[new] = window[missing], gid[missing], True
+            order = np.argsort(codes[missing], kind="stable")
+            at = pos[missing][order]
+            self._codes = np.insert(self._codes, at, codes[missing][order])
+            self._slots = np.insert(self._slots, at, new[order])
+        return slots
+
+    def release(self, slots: np.ndarray) -> None:
+        """Free slots (their windows closed); the caller resets the aggregate state."""
+        if len(slots) == 0:
+            return
+        self._last = None
+        self.live[slots] = False
+        keep = self.live[self._slots]
+        self._codes, self._slots = self._codes[keep], self._slots[keep]
+        self._free.append(slots.copy())
+
+    def _code(self, window: np.ndarray, gid: np.ndarray) -> np.ndarray:
+        if self._base is None:
+            self._base = int(window.min()) if len(window) else 0
+        lo, hi = int(window.min()), int(window.max())
+        if lo - self._base < -(1 << 31) or hi - self._base >= 1 << 31:
+            self._rebase(lo, hi)
+        if len(gid) and int(gid.max()) >= 1 << 31:
+            raise ExecutionError("more than 2^31 groups in one aggregate")
+        return ((window - self._base) << 31) | gid
+
+    def _rebase(self, lo: int, hi: int) -> None:
+        live = self.live_slots()
+        if len(live):
+            lo, hi = min(lo, int(self.window[live].min())), max(hi, int(self.window[live].max()))
+        if hi - lo >= 1 << 32:
+            raise ExecutionError("open windows span more than 2^32 window lengths")
+        self._base = (lo + hi) // 2
+        codes = ((self.window[self._slots] - self._base) << 31) | self.gid[self._slots]
+        order = np.argsort(codes, kind="stable")
+        self._codes, self._slots = codes[order], self._slots[order]
+
+    def _allocate(self, count: int) -> np.ndarray:
+        reuse = np.concatenate(self._free) if self._free else np.empty(0, dtype=np.int64)
+        take, rest = reuse[:count], reuse[count:]
+        self._free = [rest] if len(rest) else []
+        fresh = np.arange(self._next, self._next + count - len(take), dtype=np.int64)
+        self._next += len(fresh)
+        if self._next > self.capacity:
+            self.window = grow(self.window, self._next, 0)
+            self.gid = grow(self.gid, self._next, 0)
+            self.live = grow(self.live, self._next, False)
+            self.capacity = len(self.live)
+        return np.concatenate([take, fresh])
+
+
+class SessionTable:
+    """Open sessions: group id, start (first event) and end (last event + gap) per slot."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.gid = np.empty(0, dtype=np.int64)
+        self.start = np.empty(0, dtype=np.int64)
+        self.end = np.empty(0, dtype=np.int64)
+        self.live = np.empty(0, dtype=bool)
+        self._free: list[int] = []
+        self._next = 0
+
+    def __len__(self) -> int:
+        return int(self.live[: self._next].sum())
+
+    def live_slots(self) -> np.ndarray:
+        """Every slot in use."""
+        return np.flatnonzero(self.live[: self._next])
+
+    def open_for(self, gids: np.ndarray, watermark: int) -> np.ndarray:
+        """Slots of sessions of ``gids`` still open at ``watermark`` (end > watermark)."""
+        live = self.live_slots()
+        if len(live) == 0 or len(gids) == 0:
+            return live[:0]
+        wanted = np.zeros(max(int(gids.max()), int(self.gid[live].max())) + 1, dtype=bool)
+        wanted[gids] = True
+        return live[wanted[self.gid[live]] & (self.end[live] > watermark)]
+
+    def allocate(self, gid: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """New slots for sessions."""
+        count = len(gid)
+        take = self._free[:count]
+        self._free = self._free[count:]
+        fresh = np.arange(self._next, self._next + count - len(take), dtype=np.int64)
+        self._next += len(fresh)
+        if self._next > self.capacity:
+            for name, fill in (("gid", 0), ("start", 0), ("end", 0), ("live", False)):
+                setattr(self, name, grow(getattr(self, name), self._next, fill))
+            self.capacity = len(self.live)
+        slots = np.concatenate([np.array(take, dtype=np.int64), fresh])
+        self.gid[slots], self.start[slots], self.end[slots], self.live[slots] = (
+            gid,
+            start,
+            end,
+            True,
+        )
+        return slots
+
+    def release(self, slots: np.ndarray) -> None:
+        """Free slots (closed or merged sessions)."""
+        self.live[slots] = False
+        self._free.extend(slots.tolist())
+
+
+@dataclass
+class SessionPlan:
+    """How one chunk of rows joins the open sessions.
+
+    ``inv`` maps each row to a touched session (``size`` of them); for each:
+    ``target`` (an existing slot, or -1 for a new session), ``start``, ``end``
+    and ``gid``. ``merges`` lists rounds of (destination, source) slots of
+    existing sessions that a row bridged; each round has distinct destinations.
+    """
+
+    inv: np.ndarray
+    size: int
+    target: np.ndarray
+    gid: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    merges: list[tuple[np.ndarray, np.ndarray]]
+
+
+def plan_sessions(
+    gid: np.ndarray,
+    ts: np.ndarray,
+    gap: int,
+    table: SessionTable,
+    open_slots: np.ndarray,
+    high_watermark: int,
+) -> SessionPlan | None:
+    """Merge rows (non-late, arrival order) with the open sessions of their keys.
+
+    Intervals ``[ts, ts + gap)`` and the open sessions are sorted by (key,
+    start) and overlapping ones chained, which is order-independent. The plan
+    equals record-at-a-time processing only if no session it touches could
+    have closed while the chunk arrived, i.e. every row's ``ts + gap`` and every
+    touched session's end lies above the chunk's highest arrival watermark.
+    Returns None when that does not hold (the caller splits the chunk).
+    """
+    if len(ts) and int((ts + gap).min()) <= high_watermark:
+        return None
+    n = len(ts)
+    g = np.concatenate([gid, table.gid[open_slots]])
+    s = np.concatenate([ts, table.start[open_slots]])
+    e = np.concatenate([ts + gap, table.end[open_slots]])
+    order = np.lexsort((s, g))
+    g, s, e = g[order], s[order], e[order]
+    runs = _run_ids(g, s, e)
+    size_all = int(runs[-1]) + 1
+    is_row = order < n
+    touched = np.bincount(runs[is_row], minlength=size_all) > 0
+    sess_pos = np.flatnonzero(~is_row)
+    sess_runs = runs[sess_pos]
+    if bool(
+        (table.end[open_slots[order[sess_pos] - n]][touched[sess_runs]] <= high_watermark).any()
+    ):
+        return None
+    compact = np.cumsum(touched) - 1
+    inv = np.empty(n, dtype=np.int64)
+    inv[order[is_row]] = compact[runs[is_row]]
+    heads = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    keep = touched[runs[heads]]
+    start = s[heads][keep]
+    end = np.maximum.reduceat(e, heads)[keep]
+    target, merges = _targets(
+        open_slots[order[sess_pos] - n], compact[sess_runs], touched[sess_runs], int(touched.sum())
+    )
+    return SessionPlan(inv, int(touched.sum()), target, g[heads][keep], start, end, merges)
+
+
+def _run_ids(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Chain intervals sorted by (key, start): a new run starts at a new key or
+    when the start is at/after the max end so far within the key."""
+    new_key = np.r_[True, g[1:] != g[:-1]]
+    seg = np.cumsum(new_key) - 1
+    low = int(e.min())
+    ends = e - low
+    span = int(ends.max()) + 1
+    uniq: np.ndarray | None = None
+    if (int(seg[-1]) + 1) * span >= 1 << 62:
+        uniq, ends = np.unique(e, return_inverse=True)
+        span = len(uniq)
+    running = np.maximum.accumulate(seg * span + ends) - seg * span  # max end so far, per key
+    running_ms = uniq[running] if uniq is not None else running + low
+    new_run = new_key.copy()
+    new_run[1:] |= s[1:] >= running_ms[:-1]
+    return np.cumsum(new_run) - 1
+
+
+def _targets(
+    slots: np.ndarray, run: np.ndarray, touched: np.ndarray, size: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Target slot per touched run (its first open session, else -1) and the
+    rounds of merges of the other sessions into it."""
+    target = np.full(size, -1, dtype=np.int64)
+    slots, run = slots[touched], run[touched]
+    if len(slots) == 0:
+        return target, []
+    head = np.r_[True, run[1:] != run[:-1]]
+    target[run[head]] = slots[head]
+    rank = np.arange(len(run)) - np.maximum.accumulate(np.where(head, np.arange(len(run)), 0))
+    merges = [(target[run[rank == r]], slots[rank == r]) for r in range(1, int(rank.max()) + 1)]
+    return target, merges

@@ -49,8 +49,13 @@ class Function:
         """Run the kernel, handling dictionary-encoded arguments per ``dict_mode``."""
         if self.dict_mode == "raw":
             return self.kernel(args)
-        if self.dict_mode == "unary" and _is_dict(args[0]) and all(is_scalar(a) for a in args[1:]):
-            return map_dictionary(args[0], lambda values: self.kernel([values, *args[1:]]))
+        first = args[0]
+        if (
+            self.dict_mode == "unary"
+            and by_dictionary(first)
+            and all(is_scalar(a) for a in args[1:])
+        ):
+            return map_dictionary(first, lambda values: self.kernel([values, *args[1:]]))
         return self.kernel([decode(a) for a in args])
 
 
@@ -59,8 +64,11 @@ def is_scalar(value: Datum) -> bool:
     return isinstance(value, pa.Scalar)
 
 
-def _is_dict(value: Datum) -> bool:
-    return isinstance(value, pa.DictionaryArray)
+def by_dictionary(value: Datum) -> bool:
+    """Whether to compute over the dictionary of ``value`` instead of its rows:
+    it is dictionary-encoded and its dictionary is not larger than the batch
+    (a slice of a big array can carry a dictionary far longer than itself)."""
+    return isinstance(value, pa.DictionaryArray) and len(value.dictionary) <= max(len(value), 64)
 
 
 def decode(value: Datum) -> Datum:

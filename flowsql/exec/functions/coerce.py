@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from flowsql.exec.functions.base import (
     Datum,
+    by_dictionary,
     decode,
     fail,
     is_numeric_type,
@@ -54,9 +55,11 @@ def sql_cast(value: Datum, to: pa.DataType) -> Datum:
     """
     if isinstance(value, pa.Scalar):
         return cast_constant(decode(value), to)
-    if isinstance(value, pa.DictionaryArray) and not pa.types.is_dictionary(to):
+    if by_dictionary(value) and not pa.types.is_dictionary(to):
         return map_dictionary(value, lambda values: sql_cast(values, to), keep_encoding=False)
-    return _cast(value, to)
+    if pa.types.is_dictionary(to) and pa.types.is_dictionary(value.type):
+        return value.cast(to)
+    return _cast(decode(value), to)
 
 
 def cast_constant(value: pa.Scalar, to: pa.DataType) -> pa.Scalar:

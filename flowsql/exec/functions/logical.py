@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from flowsql.exec.functions.base import (
     Datum,
     Function,
+    by_dictionary,
     decode,
     fail,
     is_numeric_type,
@@ -46,9 +47,9 @@ def _compare_plain(name: str, op: Compare, a: Datum, b: Datum) -> Datum:
 def compare(name: str, op: Compare, a: Datum, b: Datum) -> Datum:
     """``op(a, b)`` after SQL coercion; a dictionary column against a constant
     is evaluated over the dictionary."""
-    if isinstance(a, pa.DictionaryArray) and is_scalar(b):
+    if by_dictionary(a) and is_scalar(b):
         return map_dictionary(a, lambda values: _compare_plain(name, op, values, b))
-    if is_scalar(a) and isinstance(b, pa.DictionaryArray):
+    if is_scalar(a) and by_dictionary(b):
         return map_dictionary(b, lambda values: _compare_plain(name, op, a, values))
     return _compare_plain(name, op, decode(a), decode(b))
 

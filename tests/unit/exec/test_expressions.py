@@ -479,6 +479,13 @@ def test_dictionary_encoded_input_gives_the_same_values(expr) -> None:
     assert run(expr, s=plain.dictionary_encode()) == expected
 
 
+@pytest.mark.parametrize("expr", _DICT_EXPRS[:12], ids=lambda e: getattr(e, "fn", "case"))
+def test_slice_of_a_large_dictionary_array(expr) -> None:
+    words = pa.array([f"w{i}" for i in range(500)] + _WORDS)
+    encoded = words.dictionary_encode().slice(500)  # dictionary far longer than the slice
+    assert run(expr, s=encoded) == run(expr, s=pa.array(_WORDS))
+
+
 def test_string_function_over_dictionary_stays_encoded_with_a_unique_dictionary() -> None:
     words = pa.array(["a", "b", "a"]).dictionary_encode()
     out = evaluate(C("upper", Col("s")), pa.record_batch({"s": words}))

@@ -47,7 +47,7 @@ from flowsql.plan.partial import reads_column, split_plan
 from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
 from flowsql.server.router import HashRouter
 from flowsql.server.twophase import SourceSplit, SplitRun
-from flowsql.server.worker import EngineSpec, PartitionWorker, Reply, close_all
+from flowsql.server.worker import EngineSpec, PartitionWorker, Reply, close_all, worker_env
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ class PartitionedJobCoordinator:
         self.workers: list[PartitionWorker] = []
         try:
             spec = EngineSpec(statement, self.job)
-            self.workers = [PartitionWorker(p, spec, self.job) for p in range(partitions)]
+            env = worker_env(partitions)
+            self.workers = [PartitionWorker(p, spec, self.job, env) for p in range(partitions)]
         except BaseException:
             self.close()
             raise
@@ -209,8 +210,9 @@ class PartitionedJobCoordinator:
 
     def _ensure_workers(self, count: int) -> None:
         spec = EngineSpec(self.statement, self.job)
+        env = worker_env(count)
         while len(self.workers) < count:
-            self.workers.append(PartitionWorker(len(self.workers), spec, self.job))
+            self.workers.append(PartitionWorker(len(self.workers), spec, self.job, env))
         self._late += [0] * (count - len(self._late))
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import threading
@@ -55,8 +56,8 @@ PRELOAD = (
     "flowsql.exec.aggregate",
     "flowsql.exec.rows",
     "flowsql.exec.relational",
-    "flowsql.connectors.files",
 )
+# Never polars here: its thread pool does not survive fork (workers import it themselves).
 
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
@@ -126,14 +127,19 @@ def recv_message(conn: Connection) -> tuple[tuple[Any, ...], list[bytes]]:
 Handler = Callable[[str, Any, list[pa.RecordBatch]], tuple[list[pa.RecordBatch], Reply]]
 
 
-def worker_main(conn: Connection, make_handler: Callable[[], Handler]) -> None:
+def worker_main(
+    conn: Connection, make_handler: Callable[[], Handler], env: dict[str, str] | None = None
+) -> None:
     """Entry point of a worker process: answer messages until told to stop.
 
     Args:
         conn: this worker's end of the pipe.
         make_handler: builds, inside the worker, the function that handles one
             message ``(kind, arg, batches) -> (output batches, Reply)``.
+        env: environment set before anything runs (thread pool sizes: the
+            partitions already use every core).
     """
+    os.environ.update(env or {})
     inbox: queue.Queue[tuple[tuple[Any, ...], list[bytes]] | None] = queue.Queue()
     reader = threading.Thread(target=_read_into, args=(conn, inbox), daemon=True)
     reader.start()
@@ -193,7 +199,36 @@ def worker_context() -> mp.context.BaseContext:
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
+    _start_fork_server()
     return ctx
+
+
+_fork_server_lock = threading.Lock()
+
+
+def _start_fork_server() -> None:
+    """Start the fork server with single-threaded polars: a worker is one core's
+    worth of work, and a child may import polars (re-running ``__main__``)
+    before :func:`worker_main` can size its pool."""
+    from multiprocessing import forkserver
+
+    with _fork_server_lock:
+        if "POLARS_MAX_THREADS" in os.environ:
+            forkserver.ensure_running()
+            return
+        os.environ["POLARS_MAX_THREADS"] = "1"
+        try:
+            forkserver.ensure_running()
+        finally:
+            del os.environ["POLARS_MAX_THREADS"]
+
+
+def worker_env(workers: int) -> dict[str, str]:
+    """Thread pools of a worker sized to its share of the cores, so N workers
+    do not each start a pool as large as the machine (polars decodes JSON on
+    every core by default; pyarrow computes on every core)."""
+    share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    return {"POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": share}
 
 
 class PartitionWorker:
@@ -204,9 +239,16 @@ class PartitionWorker:
         make_handler: picklable zero-argument callable run in the worker to
             build its message handler.
         job: job name used in errors.
+        env: environment variables for the worker (see :func:`worker_env`).
     """
 
-    def __init__(self, partition: int, make_handler: Callable[[], Handler], job: str) -> None:
+    def __init__(
+        self,
+        partition: int,
+        make_handler: Callable[[], Handler],
+        job: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.partition = partition
         self.job = job
         self.sent = 0  # messages sent
@@ -215,7 +257,7 @@ class PartitionWorker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child, make_handler),
+            args=(child, make_handler, env),
             name=f"flowsql-{job}-p{partition}",
             daemon=True,
         )

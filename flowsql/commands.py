@@ -319,7 +319,13 @@ def demo(
     partitions: Annotated[int | None, typer.Option("--partitions", min=1)] = None,
 ) -> None:
     """Aggregate generated trades per symbol and second, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from flowsql.connectors.generator import make_generator
     from flowsql.connectors.memory import MemorySink
@@ -334,12 +340,7 @@ def demo(
     source = make_generator("trades", name="trades", records=records, batch_size=batch_size)
     sink = MemorySink()
     factory = _processor_factory(statement, _Choice(processor, partitions, None))
-    columns = (
-        *Progress.get_default_columns()[:2],
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
+    columns = (TextColumn("trades"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("trades", total=records)
         report = run_job(
@@ -350,14 +351,15 @@ def demo(
             batch_size=batch_size,
             progress=lambda n: bar.update(task, completed=n),
         )
-    sample = TableSink(console, max_rows=10, title="sample of the results")
+    sample = TableSink(console, max_rows=10, title="sample of the results", hint="")
     for batch in sink.batches:
         sample.write(batch)
     sample.close()
     console.print(
-        f"[bold green]{report.records_per_s:,.0f} records/s[/bold green]:"
-        f" {report.records_in:,} trades -> {report.records_out:,} window results"
-        f" in {report.elapsed_s:.2f}s ({report.processor}, {report.partitions} partition(s))"
+        f"[bold green]{report.records_per_s:,.0f} records/s[/bold green]"
+        f" ({report.records_in:,} trades, {report.records_out:,} results, {report.elapsed_s:.2f}s,"
+        f" {report.processor})",
+        soft_wrap=True,
     )
 
 

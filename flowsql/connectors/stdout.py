@@ -22,14 +22,21 @@ class TableSink:
         console: where to print (default: stdout).
         max_rows: rows shown; further rows are counted in the caption.
         title: the table's title.
+        hint: added to the caption when rows were left out.
     """
 
     def __init__(
-        self, console: Console | None = None, *, max_rows: int = MAX_ROWS, title: str = ""
+        self,
+        console: Console | None = None,
+        *,
+        max_rows: int = MAX_ROWS,
+        title: str = "",
+        hint: str = "--output FILE keeps all",
     ) -> None:
         self.console = console or Console()
         self.max_rows = max_rows
         self.title = title
+        self.hint = hint
         self.rows_written = 0
         self._shown: list[pa.RecordBatch] = []
         self._held = 0
@@ -67,7 +74,8 @@ class TableSink:
     def _caption(self) -> str:
         shown = min(self.rows_written, self.max_rows)
         if shown < self.rows_written:
-            return f"first {shown} of {self.rows_written} rows (--output FILE keeps all)"
+            hint = f" ({self.hint})" if self.hint else ""
+            return f"first {shown} of {self.rows_written:,} rows{hint}"
         return f"{self.rows_written} row{'s' if self.rows_written != 1 else ''}"
 
 

@@ -175,13 +175,16 @@ def _typed_column(
     if kind is int:
         kind = float  # a fractional value in an integer column widens it
     bad = [
-        (i, f"field '{name}': expected {kind.__name__}, got {type(v).__name__} ({v!r:.40})")
+        (i, f"field '{name}': expected {_KIND_NAMES.get(kind, kind.__name__)}, got {v!r:.40}")
         for i, v in enumerate(values)
         if v is not None and not _is_kind(v, kind)
     ]
     bad_rows = {i for i, _ in bad}
     cleaned = [None if i in bad_rows else v for i, v in enumerate(values)]
     return pa.array(cleaned, pa.float64() if kind is float else None), bad
+
+
+_KIND_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true/false"}
 
 
 def _py_kind(sample: Any, want: pa.DataType | None) -> type:

@@ -55,7 +55,7 @@ from flowsql.connectors.kafka import (
 from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import routing
-from flowsql.records import DeadLetterSink
+from flowsql.records import DeadLetter, DeadLetterSink
 from flowsql.server.processor import JobProcessor, SimpleJobProcessor
 from flowsql.state.checkpoint import (
     CHECKPOINT_DIR_ENV,
@@ -258,14 +258,14 @@ class KafkaJob:
         self.spec = KafkaJobSpec.from_statement(statement)
         spec = self.spec
         self.stats = JobStats()
-        self.query_id = fingerprint(statement.sql or repr(statement.plan))
+        self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
         self.factory = processor_factory or _v1_processor
         self.store = store or FileCheckpointStore(
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
         self.deserializer = spec.source.deserializer()
         self.producer = client.Producer(self._producer_conf())
-        self.dead_letters = dead_letters or self._dlq()
+        self.dead_letters = CountingLetters(dead_letters or self._dlq(), self.stats)
         self.sink: Sink = sink or self._kafka_sink()
         self.tasks: dict[tuple[str, int], Task] = {}
         self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
@@ -389,10 +389,9 @@ class KafkaJob:
             task.dirty = True
 
     def _from_source(self, task: Task, msgs: list[Any]) -> None:
-        batch, bad = messages_to_batch(
+        batch, _ = messages_to_batch(
             msgs, self.deserializer, self.spec.source.name, self.dead_letters
         )
-        self.stats.dead_lettered += bad
         if batch is None:
             return
         self.stats.records_in += batch.num_rows
@@ -637,6 +636,24 @@ class KafkaJob:
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+class CountingLetters:
+    """Counts dead letters into the job's stats, then passes them on (or logs them)."""
+
+    def __init__(self, inner: DeadLetterSink | None, stats: JobStats) -> None:
+        self.inner = inner
+        self.stats = stats
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        self.stats.dead_lettered += len(letters)
+        if self.inner is not None:
+            self.inner.write(letters)
+            return
+        for letter in letters:
+            log.warning(
+                "dead letter from %s at %s: %s", letter.source, letter.position, letter.error
+            )
 
 
 def _client() -> Any:

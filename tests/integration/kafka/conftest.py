@@ -6,6 +6,7 @@ If its binary is missing the tests fail (never skip) with the reason.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ def kafka_broker() -> Iterator[Broker]:
     except BrokerUnavailable as exc:
         pytest.fail(f"Kafka tests need the Tansu broker: {exc}")
     yield broker
+    gc.collect()  # drop clients left in reference cycles before their broker goes away
     broker.stop()
 
 

@@ -83,3 +83,49 @@ def read_all(
 
 def json_rows(msgs: Sequence[Any]) -> list[dict[str, Any]]:
     return [json.loads(m.value()) for m in msgs]
+
+
+class CountingProcessor:
+    """A stateful test processor: running count per ``symbol``, emitted after each
+    batch for the symbols it saw (like EMIT CHANGES). Snapshot = the counts."""
+
+    processor_name = "CountingProcessor"
+    processor_version = "test"
+    num_partitions = 1
+    done = False
+
+    def __init__(self, statement: Any = None, dead_letters: Any = None) -> None:
+        self.counts: dict[str, int] = {}
+        self.metrics = None
+
+    def process_batch(self, batch: Any) -> list[Any]:
+        import pyarrow as pa
+
+        seen: list[str] = []
+        for sym in batch.column("symbol").to_pylist():
+            if sym not in self.counts:
+                self.counts[sym] = 0
+            self.counts[sym] += 1
+            seen.append(sym)
+        changed = sorted(set(seen))
+        return [pa.record_batch({"symbol": changed, "n": [self.counts[s] for s in changed]})]
+
+    def flush(self) -> list[Any]:
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.counts = dict(state["counts"])
+
+    def close(self) -> None:
+        return None
+
+
+def last_value_per_key(rows: Sequence[dict[str, Any]], key: str, value: str) -> dict[Any, Any]:
+    """The last ``value`` seen per ``key`` (rows in topic order per partition)."""
+    out: dict[Any, Any] = {}
+    for r in rows:
+        out[r[key]] = r[value]
+    return out

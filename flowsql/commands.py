@@ -212,6 +212,8 @@ def _bind(statement: Statement, sources: Mapping[str, Any]) -> Statement:
         if schema is None:
             return statement  # a source that cannot tell its columns up front
         keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
+        if not keep:
+            return statement  # an empty input: nothing to check against
         schemas[name] = pa.schema(keep)
     return bind(statement, schemas)
 

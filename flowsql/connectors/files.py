@@ -151,6 +151,8 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[by
     line = 1
     carry = b""
     with path.open("rb") as f:
+        if f.read(3) != b"\xef\xbb\xbf":  # skip a UTF-8 byte order mark
+            f.seek(0)
         while True:
             data = f.read(chunk_bytes)
             if not data:
@@ -437,6 +439,7 @@ class FileSink:
         if not directory.is_dir():
             raise ConnectorError(f"output directory does not exist: {directory}")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+        os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         self._tmp = Path(tmp)
         return os.fdopen(fd, "wb")
 
@@ -496,6 +499,12 @@ class ParquetSink(FileSink):
     def _end(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -121,7 +121,7 @@ def _declared_source(
     base_dir: str | Path | None,
 ) -> Source:
     props = statement.properties
-    kind = props.get(f"{name}.type")
+    kind = props.get(f"{name}.type") or ("file_source" if f"{name}.path" in props else None)
     if kind is None:
         raise ConnectorError(
             f"no input for '{name}': pass --input {name}=PATH, or declare it in WITH"

@@ -254,3 +254,14 @@ def test_console_script_bad_sql(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "line 1" in done.stderr
+
+
+def test_empty_input_gives_an_empty_output(app: typer.Typer, tmp_path: Path) -> None:
+    empty = tmp_path / "trades.jsonl"
+    empty.write_text("")
+    out = tmp_path / "out.jsonl"
+    result = _invoke(
+        app, "run", _sql(tmp_path, WINDOWED), "--input", f"trades={empty}", "--output", out
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == ""

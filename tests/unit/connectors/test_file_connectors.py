@@ -169,3 +169,20 @@ def test_dead_letter_file(tmp_path: Path) -> None:
 def test_dead_letter_file_created_even_when_empty(tmp_path: Path) -> None:
     JsonlDeadLetters(tmp_path / "none.jsonl").close()
     assert (tmp_path / "none.jsonl").read_text() == ""
+
+
+def test_byte_order_mark_and_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n')
+    table, letters = _read(path)
+    assert table.column("a").to_pylist() == [1, 2] and letters.letters == []
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    table, letters = _read(empty)
+    assert table.num_rows == 0 and letters.letters == []
+
+
+def test_output_file_has_the_usual_mode(tmp_path: Path) -> None:
+    sink = open_sink(tmp_path / "o.jsonl")
+    sink.close()
+    assert (tmp_path / "o.jsonl").stat().st_mode & 0o044  # readable by others, not 0600

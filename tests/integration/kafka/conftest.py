@@ -33,12 +33,12 @@ def kafka_broker() -> Iterator[Broker]:
     broker.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bootstrap(kafka_broker: Broker) -> str:
     return kafka_broker.bootstrap
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def new_topic(bootstrap: str) -> Callable[..., str]:
     """Create a fresh topic: ``new_topic("trades", partitions=3)`` -> its unique name."""
 

@@ -7,10 +7,12 @@ import threading
 import time
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 from kafka_helpers import CountingProcessor, json_rows, produce_json, read_all
 from test_kafka_job import job_sql, trades
 
+from flowsql.engine import query
 from flowsql.server.kafka_job import KafkaJob
 from flowsql.sql import parse_one
 
@@ -66,3 +68,37 @@ def test_two_instances_split_partitions_and_hand_over_state(bootstrap, new_topic
     for row in json_rows(read_all(bootstrap, out)):
         final[row["symbol"]] = max(final.get(row["symbol"], 0), row["n"])
     assert final == dict(Counter(r["symbol"] for r in first_half + second_half))
+
+
+def test_unkeyed_input_is_repartitioned_by_the_group_key(bootstrap, new_topic, tmp_path):
+    """Messages spread over partitions without a key: the job routes rows by symbol
+    through its internal topic and the result equals the SQL engine over all rows."""
+    source, out = new_topic("unkeyed-in", 3), new_topic("unkeyed-out", 2)
+    rows = trades(6000, symbols=7)
+    produce_json(bootstrap, source, rows, partitions=[i % 3 for i in range(len(rows))])
+    select = (
+        "SELECT symbol, COUNT(*) AS n, SUM(quantity) AS q, _window_start"
+        " FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '5' SECOND)"
+    )
+    sql = job_sql(
+        select,
+        bootstrap=bootstrap,
+        source=source,
+        out=out,
+        group="g-repartition",
+        ckpt=tmp_path,
+        watermark__allowed_lateness="1h",
+    )
+    job = KafkaJob(parse_one(sql))
+    assert job.spec.repartition and job.spec.route_columns == ("symbol",)
+    stats = job.run()
+    want = query(
+        select + " WITH ('watermark.allowed_lateness'='1h')", {"trades": pa.Table.from_pylist(rows)}
+    )
+    got = json_rows(read_all(bootstrap, out))
+    key = lambda r: (r["symbol"], r["_window_start"])  # noqa: E731
+    assert sorted(got, key=key) == sorted(want.to_pylist(), key=key)
+    assert stats.records_in == 2 * 6000  # read once from the input, once from the internal topic
+    # the internal topic holds each row once, routed: one symbol -> one partition
+    internal = read_all(bootstrap, job.spec.repartition_topic)
+    assert sum(1 for m in internal if not m.headers()) >= 1

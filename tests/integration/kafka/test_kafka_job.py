@@ -132,25 +132,26 @@ def _committed_checkpoints(ckpt: Path) -> int:
     return len(list(ckpt.rglob("committed.ckpt")))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def windowed_input(bootstrap, new_topic):
-    """A 3-partition topic of 30,000 trades keyed by symbol, and the uninterrupted output."""
+    """A 3-partition topic of 30,000 trades keyed by symbol."""
     source = new_topic("win-in", 3)
     produce_json(bootstrap, source, trades(30_000, symbols=6), key="symbol")
     return source
 
 
-def _baseline(bootstrap, new_topic, tmp_path, source: str, **extra: str) -> list[str]:
+@pytest.fixture(scope="module")
+def baseline(bootstrap, new_topic, tmp_path_factory, windowed_input) -> list[str]:
+    """The output of an uninterrupted run of WINDOWED over ``windowed_input``."""
     out = new_topic("baseline", 2)
     sql = job_sql(
         WINDOWED,
         bootstrap=bootstrap,
-        source=source,
+        source=windowed_input,
         out=out,
         group=f"base-{out}",
-        ckpt=tmp_path / "base",
+        ckpt=tmp_path_factory.mktemp("base"),
         trades__key__columns="symbol",
-        **extra,
     )
     KafkaJob(parse_one(sql)).run()
     rows = _rows_of(bootstrap, out)
@@ -159,9 +160,9 @@ def _baseline(bootstrap, new_topic, tmp_path, source: str, **extra: str) -> list
 
 
 def test_kill_9_then_restart_loses_nothing_at_least_once(
-    bootstrap, new_topic, tmp_path, windowed_input
+    bootstrap, new_topic, tmp_path, windowed_input, baseline
 ):
-    want = _baseline(bootstrap, new_topic, tmp_path, windowed_input)
+    want = baseline
     out, ckpt = new_topic("alo-out", 2), tmp_path / "alo"
     common = dict(trades__key__columns="symbol", trades__batch__size="500")
     slow = job_sql(
@@ -203,9 +204,9 @@ def test_kill_9_then_restart_loses_nothing_at_least_once(
 
 
 def test_exactly_once_restart_after_a_checkpoint_has_no_duplicates(
-    bootstrap, new_topic, tmp_path, windowed_input
+    bootstrap, new_topic, tmp_path, windowed_input, baseline
 ):
-    want = _baseline(bootstrap, new_topic, tmp_path, windowed_input)
+    want = baseline
     out, ckpt = new_topic("eos-out", 2), tmp_path / "eos"
     sql = job_sql(
         WINDOWED,
@@ -236,9 +237,9 @@ def test_exactly_once_restart_after_a_checkpoint_has_no_duplicates(
     " transaction that died is visible after the restart",
 )
 def test_exactly_once_kill_inside_a_transaction_has_no_duplicates(
-    bootstrap, new_topic, tmp_path, windowed_input
+    bootstrap, new_topic, tmp_path, windowed_input, baseline
 ):
-    want = _baseline(bootstrap, new_topic, tmp_path, windowed_input)
+    want = baseline
     out, ckpt = new_topic("eos-kill-out", 2), tmp_path / "eos-kill"
     sql = job_sql(
         WINDOWED,

@@ -171,7 +171,7 @@ class PartitionedJobCoordinator:
         self._check_open()
         self._collect(block=True)
         states = self._ask_all("snapshot")
-        merged = dict(merge_states(states))
+        merged = merge_states(states, self.statement.plan)
         merged["max_event_time"] = self.metrics.max_event_time
         return merged
 
@@ -179,7 +179,7 @@ class PartitionedJobCoordinator:
         """Load a snapshot taken by V1 or by V2 with any partition count."""
         self._check_open()
         self._collect(block=True)
-        parts = split_state(state, self.router, key_aliases(self.statement.plan))
+        parts = split_state(state, self.router, self.statement.plan)
         for w, part in zip(self.routed, parts, strict=True):
             self._send(w, "restore", part)
         self._collect(block=True)
@@ -406,31 +406,73 @@ def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:
 
 # ------------------------------------------------------ re-partitioning state
 #
-# Operator snapshots are plain values and Arrow tables (``Operator.snapshot``).
-# Keyed state sits in tables that hold the routing key columns (under their
-# input names, or the GROUP BY output names that alias them): splitting routes
-# each row of such a table with the same HashRouter as live rows; merging
-# concatenates the partitions' tables (their keys are disjoint). Plain values
-# are the same in every partition (shared settings) or per-partition maxima
-# (event-time clocks), so a merge keeps their maximum.
+# An engine snapshot holds one state per operator, in plan order. Operator
+# snapshots are plain values and Arrow tables (``Operator.snapshot``); each is
+# split by routing the key values it stores through the same HashRouter as
+# live rows, and merged by putting the partitions' keys (disjoint) together:
+#
+# - tables holding the routing key columns (aggregate groups, under their
+#   GROUP BY output names) are filtered by partition / concatenated;
+# - ROWS window state is indexed by dense partition id (see
+#   ``flowsql.exec.rows``): ids are selected / renumbered (``_split_rows``);
+# - plain values are settings (equal everywhere) or event-time maxima, so a
+#   merge keeps their maximum.
 
 
-def merge_states(states: Sequence[Any]) -> Any:
-    """Merge the partitions' engine snapshots into one ``Engine.snapshot()``."""
+def merge_states(states: Sequence[dict[str, Any]], plan: n.Node) -> dict[str, Any]:
+    """Merge the partitions' ``Engine.snapshot()`` into one (V1's format)."""
     if len(states) == 1:
-        return states[0]
+        return dict(states[0])
+    nodes = operator_nodes(plan)
+    ops = [
+        _merge_rows([st["operators"][i] for st in states])
+        if _is_rows_state(node, states[0]["operators"][i])
+        else merge_values([st["operators"][i] for st in states])
+        for i, node in enumerate(nodes)
+    ]
+    merged = dict(
+        merge_values([{k: v for k, v in st.items() if k != "operators"} for st in states])
+    )
+    merged["operators"] = ops
+    return merged
+
+
+def split_state(state: dict[str, Any], router: HashRouter, plan: n.Node) -> list[dict[str, Any]]:
+    """Split one ``Engine.snapshot()`` (from V1 or merged from V2) per partition."""
+    parts = router.num_partitions
+    if parts == 1:
+        return [state]
+    aliases = key_aliases(plan)
+    per_op = [
+        _split_rows(op, router, node)  # type: ignore[arg-type]
+        if _is_rows_state(node, op)
+        else split_value(op, router, aliases)
+        for node, op in zip(operator_nodes(plan), state["operators"], strict=True)
+    ]
+    return [{**state, "operators": [ops[p] for ops in per_op]} for p in range(parts)]
+
+
+def operator_nodes(plan: n.Node) -> list[n.Node]:
+    """The plan nodes of the engine's operators, in ``Engine.snapshot()`` order."""
+    return [x for x in reversed(n.walk(plan)) if not isinstance(x, n.Scan)]
+
+
+def merge_values(states: Sequence[Any]) -> Any:
+    """Merge the same part of several partitions' snapshots (keys disjoint)."""
     first = states[0]
+    if len(states) == 1:
+        return first
     if isinstance(first, pa.Table | pa.RecordBatch):
         tables = [pa.table(x) if isinstance(x, pa.RecordBatch) else x for x in states]
         return pa.concat_tables(tables, promote_options="permissive")
     if isinstance(first, dict):
-        return {k: merge_states([st[k] for st in states]) for k in first}
+        return {k: merge_values([st[k] for st in states]) for k in first}
     if isinstance(first, list | tuple):
         states = [x for x in states if len(x)] or [first]
         first = states[0]
-    if isinstance(first, list | tuple) and all(len(x) == len(first) for x in states):
-        merged = [merge_states([st[i] for st in states]) for i in range(len(first))]
-        return type(first)(merged) if isinstance(first, tuple) else merged
+        if all(len(x) == len(first) for x in states):
+            merged = [merge_values([st[i] for st in states]) for i in range(len(first))]
+            return type(first)(merged) if isinstance(first, tuple) else merged
     return _merge_plain(states)
 
 
@@ -443,24 +485,16 @@ def _merge_plain(values: Sequence[Any]) -> Any:
     return known[0]
 
 
-def split_state(state: Any, router: HashRouter, aliases: dict[str, str] | None = None) -> list[Any]:
-    """Split one ``Engine.snapshot()`` into one snapshot per partition of ``router``.
-
-    Args:
-        state: the snapshot (or a part of it).
-        router: the new layout.
-        aliases: routing key column -> the output name it has in state tables.
-    """
+def split_value(state: Any, router: HashRouter, aliases: dict[str, str]) -> list[Any]:
+    """Split part of a snapshot: keyed tables by key, everything else copied."""
     parts = router.num_partitions
-    if parts == 1:
-        return [state]
     if isinstance(state, pa.Table | pa.RecordBatch):
-        return _split_table(state, router, aliases or {})
+        return _split_table(state, router, aliases)
     if isinstance(state, dict):
-        split = {k: split_state(v, router, aliases) for k, v in state.items()}
+        split = {k: split_value(v, router, aliases) for k, v in state.items()}
         return [{k: split[k][p] for k in state} for p in range(parts)]
     if isinstance(state, list | tuple):
-        items = [split_state(v, router, aliases) for v in state]
+        items = [split_value(v, router, aliases) for v in state]
         per = [[it[p] for it in items] for p in range(parts)]
         return [type(state)(x) if isinstance(state, tuple) else x for x in per]
     return [state] * parts
@@ -478,8 +512,7 @@ def _split_table(
                 f" key ({', '.join(router.key_columns)}); columns: {', '.join(table.schema.names)}"
             )
         return [table] * router.num_partitions
-    keyed = HashRouter(columns, router.num_partitions)
-    ids = keyed.partitions(table)
+    ids = router.partitions_of([table.column(c) for c in columns])
     return [table.filter(pa.array(ids == p)) for p in range(router.num_partitions)]
 
 
@@ -492,3 +525,162 @@ def key_aliases(plan: n.Node) -> dict[str, str]:
                 if isinstance(expr, Col) and expr.name != name:
                     out[expr.name] = name
     return out
+
+
+# ROWS window state: {"size", "keys": [array per PARTITION BY expr], "count":
+# array by id, "tail": {"start", "length" by id, "cols": slabs}, "funcs": [dicts
+# of arrays by id or (array, identity)], "pending": held-back rows,
+# "pending_order": their order}.
+_ROWS_FIELDS = frozenset({"size", "keys", "count", "tail", "funcs", "pending", "pending_order"})
+
+
+def _is_rows_state(node: n.Node, state: Any) -> bool:
+    return isinstance(node, n.RowsWindow) and isinstance(state, dict) and set(state) >= _ROWS_FIELDS
+
+
+def _split_rows(state: dict[str, Any], router: HashRouter, node: n.RowsWindow) -> list[Any]:
+    size = int(state["size"])
+    keys = list(state["keys"])
+    columns = [_partition_by_values(node, keys, c) for c in router.key_columns]
+    part = router.partitions_of(columns) if size else np.zeros(0, np.uint16)
+    pending = state["pending"]
+    pending_part = router.partitions(pending) if pending is not None else np.zeros(0, np.uint16)
+    out = []
+    for p in range(router.num_partitions):
+        ids = np.flatnonzero(part == p)
+        held = np.flatnonzero(pending_part == p)
+        out.append(_select_rows_state(state, ids, held))
+    return out
+
+
+def _partition_by_values(node: n.RowsWindow, keys: list[Any], column: str) -> Any:
+    for i, expr in enumerate(node.partition_by):
+        if isinstance(expr, Col) and expr.name == column and i < len(keys):
+            return keys[i]
+    return None
+
+
+def _select_rows_state(state: dict[str, Any], ids: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+    size = int(state["size"])
+    tail = state["tail"]
+    lengths = tail["length"][ids]
+    rows = np.repeat(tail["start"][ids], lengths) + _ranges(lengths)
+    pending = state["pending"]
+    order = np.asarray(state["pending_order"])
+    return {
+        **state,
+        "size": len(ids),
+        "keys": [k.take(pa.array(ids)) for k in state["keys"]] if size else state["keys"],
+        "count": state["count"][ids],
+        "tail": {
+            "start": np.cumsum(lengths) - lengths,
+            "length": lengths,
+            "cols": [_take_slab(c, rows) for c in tail["cols"]],
+        },
+        "funcs": [_take_by_id(f, ids, size) for f in state["funcs"]],
+        "pending": None if pending is None or not len(held) else pending.take(pa.array(held)),
+        "pending_order": np.argsort(np.argsort(order[held], kind="stable"), kind="stable"),
+    }
+
+
+def _take_slab(slab: Any, rows: np.ndarray) -> Any:
+    if slab is None:
+        return None
+    data, valid, *rest = slab
+    return (data[rows], valid[rows], *rest)
+
+
+def _take_by_id(value: Any, ids: np.ndarray, size: int) -> Any:
+    """Select ids from every array indexed by partition id (a shorter array
+    covers a prefix of the ids)."""
+    if isinstance(value, np.ndarray):
+        return value[ids[ids < len(value)]]
+    if isinstance(value, dict):
+        return {k: _take_by_id(v, ids, size) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_take_by_id(v, ids, size) for v in value)
+    return value
+
+
+def _merge_rows(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    sizes = [int(st["size"]) for st in states]
+    used = [sum(int(x) for x in st["tail"]["length"]) for st in states]
+    compact = [
+        _select_rows_state(st, np.arange(sz), np.arange(_held(st)))
+        for st, sz in zip(states, sizes, strict=True)
+    ]
+    keyed = [st for st in compact if st["size"]]
+    width = len(states[0]["tail"]["cols"])
+    offsets = np.cumsum([0, *used[:-1]])
+    pending = [st["pending"] for st in compact if st["pending"] is not None]
+    orders = [st["pending_order"] for st in compact if st["pending"] is not None]
+    bases = np.cumsum([0, *(len(o) for o in orders[:-1])])
+    return {
+        **states[0],
+        "size": sum(sizes),
+        "keys": _concat_keys([st["keys"] for st in keyed]) if keyed else states[0]["keys"],
+        "count": np.concatenate([st["count"] for st in compact]),
+        "tail": {
+            "start": np.concatenate(
+                [st["tail"]["start"] + off for st, off in zip(compact, offsets, strict=True)]
+            ),
+            "length": np.concatenate([st["tail"]["length"] for st in compact]),
+            "cols": [
+                _concat_slabs([st["tail"]["cols"][i] for st in compact]) for i in range(width)
+            ],
+        },
+        "funcs": [
+            _concat_by_id([st["funcs"][i] for st in compact], sizes)
+            for i in range(len(states[0]["funcs"]))
+        ],
+        "pending": pa.concat_batches(pending) if pending else None,
+        "pending_order": np.concatenate([o + b for o, b in zip(orders, bases, strict=True)])
+        if orders
+        else np.zeros(0, np.int64),
+    }
+
+
+def _held(state: dict[str, Any]) -> int:
+    pending = state["pending"]
+    return 0 if pending is None else pending.num_rows
+
+
+def _concat_keys(keys: list[list[Any]]) -> list[Any]:
+    return [pa.concat_arrays([_plain(k[i]) for k in keys]) for i in range(len(keys[0]))]
+
+
+def _plain(arr: Any) -> pa.Array:
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _concat_slabs(slabs: list[Any]) -> Any:
+    known = [s for s in slabs if s is not None]
+    if not known:
+        return None
+    data = np.concatenate([s[0] for s in known])
+    valid = np.concatenate([s[1] for s in known])
+    return (data, valid, *known[0][2:])
+
+
+def _concat_by_id(values: list[Any], sizes: list[int]) -> Any:
+    first = values[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate([_pad(v, sz, 0) for v, sz in zip(values, sizes, strict=True)])
+    if isinstance(first, tuple) and len(first) == 2 and isinstance(first[0], np.ndarray):
+        ident = first[1]
+        arrays = [_pad(v[0], sz, ident) for v, sz in zip(values, sizes, strict=True)]
+        return (np.concatenate(arrays), ident)
+    if isinstance(first, dict):
+        return {k: _concat_by_id([v[k] for v in values], sizes) for k in first}
+    return first
+
+
+def _pad(arr: np.ndarray, size: int, fill: Any) -> np.ndarray:
+    if len(arr) >= size:
+        return arr[:size]
+    return np.concatenate([arr, np.full(size - len(arr), fill, dtype=arr.dtype)])
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)

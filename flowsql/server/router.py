@@ -60,6 +60,15 @@ def combine(acc: np.ndarray, h: np.ndarray) -> np.ndarray:
     return splitmix64(acc * _M1 + h)
 
 
+def hash_columns(columns: Sequence[pa.Array | pa.ChunkedArray | None], rows: int) -> np.ndarray:
+    """Combined stable hash of several key columns (None = a missing column: NULL)."""
+    acc = np.full(rows, _SEED, dtype=np.uint64)
+    for col in columns:
+        h = np.full(rows, _NULL_HASH, dtype=np.uint64) if col is None else hash_array(col)
+        acc = combine(acc, h)
+    return acc
+
+
 class HashRouter:
     """Routes rows to ``num_partitions`` partitions by their key columns.
 
@@ -78,15 +87,17 @@ class HashRouter:
 
     def hash_rows(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The stable uint64 key hash of every row."""
-        acc = np.full(batch.num_rows, _SEED, dtype=np.uint64)
         names = set(batch.schema.names)
-        for name in self.key_columns:
-            if name in names:
-                h = hash_array(batch.column(name))
-            else:
-                h = np.full(batch.num_rows, _NULL_HASH, dtype=np.uint64)
-            acc = combine(acc, h)
-        return acc
+        columns = [batch.column(c) if c in names else None for c in self.key_columns]
+        return hash_columns(columns, batch.num_rows)
+
+    def partitions_of(self, columns: Sequence[pa.Array | pa.ChunkedArray | None]) -> np.ndarray:
+        """Partition of each row given its key columns' values, in key order
+        (e.g. the keys stored in an operator snapshot)."""
+        rows = len(next((c for c in columns if c is not None), []))
+        if self.num_partitions == 1 or not self.key_columns:
+            return np.zeros(rows, dtype=np.uint16)
+        return (hash_columns(columns, rows) % _U64(self.num_partitions)).astype(np.uint16)
 
     def partitions(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """Partition id (uint16) of every row."""

@@ -42,8 +42,13 @@ QUERIES = {
         " WINDOW SESSION(ts, INTERVAL '20' MILLISECOND)"
     ),
     "rows_partitioned": (
-        "SELECT symbol, qty, SUM(qty) OVER (PARTITION BY symbol ORDER BY ts"
+        "SELECT symbol, qty, SUM(qty) OVER (PARTITION BY symbol"
         " ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3 FROM trades"
+    ),
+    "rows_lead_lag": (
+        "SELECT symbol, qty, LEAD(qty) OVER (PARTITION BY symbol) AS nxt,"
+        " LAG(qty, 2) OVER (PARTITION BY symbol) AS prv,"
+        " ROW_NUMBER() OVER (PARTITION BY symbol) AS rn FROM trades"
     ),
     "global": (
         "SELECT COUNT(*) AS n, SUM(qty) AS q, MAX(price) AS p FROM trades"
@@ -180,31 +185,39 @@ def test_source_parallel_v2_equals_v1(
         assert v2.metrics.late_records == v1.metrics.late_records > 0
 
 
-@pytest.mark.parametrize("name", ["tumbling", "group_changes", "session", "rows_partitioned"])
-def test_switch_v1_to_v2_mid_stream_equals_unswitched(
+@pytest.mark.parametrize(
+    "name", ["tumbling", "group_changes", "session", "rows_partitioned", "rows_lead_lag"]
+)
+def test_switch_v1_to_v2_to_v2x3_to_v1_mid_stream_equals_unswitched(
     name: str, table: pa.Table, expected: dict[str, Any]
 ) -> None:
     sql = QUERIES[name]
     batches = table.to_batches(BATCH)
-    first, second, rest = batches[:8], batches[8:16], batches[16:]
+    legs = [batches[:8], batches[8:14], batches[14:20], batches[20:]]
     out: list[pa.RecordBatch] = []
-    v1 = SimpleJobProcessor(parse_one(sql))
-    for b in first:
-        out += v1.process_batch(b)
-    v2 = PartitionedJobCoordinator(parse_one(sql), num_partitions=2)
-    v2.restore(v1.snapshot())
-    v1.close()
-    for b in second:
-        out += v2.process_batch(b)
-    out += v2.drain()
-    v3 = PartitionedJobCoordinator(parse_one(sql), num_partitions=3)
-    try:
-        v3.restore(v2.snapshot())
-        v2.close()
-        for b in rest:
-            out += v3.process_batch(b)
-        out += v3.flush()
-    finally:
-        v2.close()
-        v3.close()
+    old: Any = None
+    for leg, make in zip(
+        legs,
+        [
+            lambda: SimpleJobProcessor(parse_one(sql)),
+            lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=2),
+            lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=3),
+            lambda: SimpleJobProcessor(parse_one(sql)),
+        ],
+        strict=True,
+    ):
+        new = make()
+        try:
+            if old is not None:
+                out += getattr(old, "drain", list)()
+                new.restore(old.snapshot())
+                old.close()
+            for b in leg:
+                out += new.process_batch(b)
+        except BaseException:
+            new.close()
+            raise
+        old = new
+    out += old.flush()
+    old.close()
     assert canonical([r for b in out for r in b.to_pylist()], name) == expected[name]

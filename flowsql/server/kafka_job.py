@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,6 +76,8 @@ EOS_HEADER = "flowsql.eos"
 MAX_MESSAGE_BYTES = 512 * 1024
 #: Test hook: SIGKILL this process right after checkpoint N ("N" or "N:before-commit").
 CRASH_ENV = "FLOWSQL_TEST_CRASH_AT_CHECKPOINT"
+#: Environment variable naming this process's instance (part of its transactional.id).
+INSTANCE_ENV = "FLOWSQL_INSTANCE"
 
 ProcessorFactory = Callable[[n.Statement, DeadLetterSink | None], JobProcessor]
 
@@ -98,14 +101,19 @@ class KafkaJobSpec:
     repartition_topic: str = ""
     max_rate: float = 0.0
     dlq_topic: str | None = None
+    static_partitions: tuple[int, ...] = ()
 
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == "exactly_once"
 
+    instance: str = ""
+
     @property
     def transactional_id(self) -> str:
-        return f"{self.group_id}.{self.job}.{os.environ.get('FLOWSQL_INSTANCE', 'tx')}"
+        """Stable per instance, so a restarted instance fences (aborts) its predecessor's
+        open transaction at once. Instances of one job need distinct ``instance.id``s."""
+        return f"{self.group_id}.{self.job}.{self.instance}"
 
     @classmethod
     def from_statement(cls, statement: n.Statement) -> KafkaJobSpec:
@@ -132,6 +140,8 @@ class KafkaJobSpec:
             repartition_topic=f"{group}.{statement.name}.repartition",
             max_rate=float(props.get(f"{name}.max.rate", "0") or 0),
             dlq_topic=props.get("dlq.topic"),
+            static_partitions=_int_list(props, f"{name}.partitions"),
+            instance=_instance(props, name),
         )
 
 
@@ -175,6 +185,22 @@ def _partitioning(statement: n.Statement, source: str) -> tuple[bool, tuple[str,
     ):
         return False, route.key_columns
     return True, route.key_columns
+
+
+def _instance(props: Mapping[str, str], source: str) -> str:
+    explicit = props.get("instance.id") or os.environ.get(INSTANCE_ENV)
+    if explicit:
+        return explicit
+    static = props.get(f"{source}.partitions", "").replace(",", "-").replace(" ", "")
+    return socket.gethostname() + (f"-p{static}" if static else "")
+
+
+def _int_list(props: Mapping[str, str], key: str) -> tuple[int, ...]:
+    raw = props.get(key, "")
+    try:
+        return tuple(int(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(key, raw, "comma-separated partition numbers, e.g. '0,2'") from None
 
 
 def _duration(props: Mapping[str, str], key: str, default: int) -> int:
@@ -270,10 +296,11 @@ class KafkaJob:
         self.tasks: dict[tuple[str, int], Task] = {}
         self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
         self._stop = threading.Event()
+        self._failed = False
         self._in_txn = False
         self._last_commit = time.monotonic()
         self._crash_at = os.environ.get(CRASH_ENV, "")
-        self._bound = EndTracker(None, spec.source.topic, self.source_partitions)
+        self._bound = EndTracker(None, spec.source.topic, self._partitions(spec.source.topic))
         self.consumer = client.Consumer(self._consumer_conf())
         self._bound.consumer = self.consumer
 
@@ -320,6 +347,12 @@ class KafkaJob:
         try:
             self._loop()
             self.commit()
+        except BaseException:
+            self._failed = True  # leave without committing anything of the failed interval
+            if self._in_txn:
+                self.producer.abort_transaction(30)
+                self._in_txn = False
+            raise
         finally:
             self.consumer.close()
             self.producer.flush(30)
@@ -331,7 +364,7 @@ class KafkaJob:
         if spec.repartition:
             ensure_topic(spec.source.bootstrap, spec.repartition_topic, len(self.source_partitions))
             topics.append(spec.repartition_topic)
-        if spec.source.bounded:
+        if spec.source.bounded or spec.static_partitions:
             tps = [ck.TopicPartition(t, p) for t in topics for p in self._partitions(t)]
             self.consumer.assign(self._restore(tps))
         else:
@@ -341,7 +374,8 @@ class KafkaJob:
 
     def _partitions(self, topic: str) -> list[int]:
         if topic == self.spec.source.topic:
-            return self.source_partitions
+            static = self.spec.static_partitions
+            return [p for p in self.source_partitions if not static or p in static]
         return topic_partitions(self.spec.source.bootstrap, topic)
 
     def _loop(self) -> None:
@@ -505,6 +539,10 @@ class KafkaJob:
         for task in dirty:
             task.dirty = False
         self.stats.checkpoints += 1
+        self.stats.late_records = sum(
+            getattr(getattr(t.processor, "metrics", None), "late_records", 0) or 0
+            for t in self.tasks.values()
+        )
         self._maybe_crash("")
 
     def _flush_producer(self) -> None:
@@ -616,7 +654,8 @@ class KafkaJob:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         log.info("job %s: revoked %s", self.spec.job, [(p.topic, p.partition) for p in partitions])
-        self.commit()
+        if not self._failed:
+            self.commit()
         for p in partitions:
             task = self.tasks.pop((p.topic, p.partition), None)
             if task is not None and task.processor is not None:

@@ -298,7 +298,7 @@ class DictionaryEncoder(ColumnEncoder):
             return indices.to_numpy().astype(np.int64)
         if indices.null_count:
             idx = indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-            ids = lookup[idx]
+            ids = lookup[idx] if len(lookup) else np.zeros(len(idx), dtype=np.int64)
             ids[_null_mask(indices)] = self._id_of(None)
             return ids
         return lookup[indices.to_numpy(zero_copy_only=False)]

@@ -145,11 +145,10 @@ class FileSource:
             self.dead_letters.write(letters)
 
 
-def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int]]:
-    """Yield ``(complete lines, line number of the first)`` in chunks of about
-    ``chunk_bytes``; a final line without a newline is included."""
+def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int, int]]:
+    """Yield ``(complete lines, number of the first line, count of lines)`` in
+    chunks of about ``chunk_bytes``; a final line without a newline is included."""
     line = 1
-    carry = b""
     with path.open("rb") as f:
         if f.read(3) != b"\xef\xbb\xbf":  # skip a UTF-8 byte order mark
             f.seek(0)
@@ -157,16 +156,11 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[by
             data = f.read(chunk_bytes)
             if not data:
                 break
-            data = carry + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                carry = data
-                continue
-            chunk, carry = data[:cut], data[cut:]
-            yield chunk, line
-            line += chunk.count(b"\n")
-    if carry:
-        yield carry, line
+            if not data.endswith(b"\n"):
+                data += f.readline()  # finish the last line
+            count = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            yield data, line, count
+            line += count
 
 
 class JsonlSource(FileSource):
@@ -194,19 +188,20 @@ class JsonlSource(FileSource):
     @property
     def schema(self) -> pa.Schema:
         if self.decoder.schema is None:
-            self.decoder.infer(next(self._chunks(), (b"", 1))[0])
+            self.decoder.infer(next(self._chunks(), (b"", 1, 0))[0])
         assert self.decoder.schema is not None
         return self.decoder.schema.append(pa.field(OFFSET, pa.int64()))
 
-    def _chunks(self) -> Iterator[tuple[bytes, int]]:
+    def _chunks(self) -> Iterator[tuple[bytes, int, int]]:
         if _starts_with(self.path, b"["):
-            yield _array_as_lines(self.path), 1
+            lines = _array_as_lines(self.path)
+            yield lines, 1, lines.count(b"\n")
             return
         yield from read_chunks(self.path, self.chunk_bytes)
 
     def _decoded(self) -> Iterator[pa.RecordBatch]:
-        for chunk, first_line in self._chunks():
-            decoded = self.decoder.decode(chunk, first_line)
+        for chunk, first_line, count in self._chunks():
+            decoded = self.decoder.decode(chunk, first_line, count)
             self._dead(decoded.letters)
             if decoded.batch is not None and decoded.batch.num_rows:
                 yield decoded.batch

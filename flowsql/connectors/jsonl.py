@@ -86,16 +86,19 @@ class JsonlDecoder:
         assert self.schema is not None
         return self.schema
 
-    def decode(self, chunk: bytes, first_line: int = 1) -> Decoded:
-        """Decode complete lines; ``first_line`` is the line number of the first one."""
+    def decode(self, chunk: bytes, first_line: int = 1, lines: int | None = None) -> Decoded:
+        """Decode complete lines; ``first_line`` is the number of the first one and
+        ``lines`` how many there are (counted when not given)."""
         self.infer(chunk)
         try:
             table = self._bulk(chunk)
         except (pl.exceptions.PolarsError, OverflowError, ValueError) as exc:
             log.debug("chunk at line %d takes the slow path: %s", first_line, exc)
             return self._decode_dirty(chunk, first_line)
-        lines = _line_numbers(chunk, first_line, table.num_rows)
-        return Decoded(self._finish(table, lines))
+        if lines is None:
+            lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
+        numbers = _line_numbers(chunk, first_line, table.num_rows, lines)
+        return Decoded(self._finish(table, numbers))
 
     def _set_schema(self, schema: pa.Schema) -> None:
         schema = pa.schema([f for f in schema if f.name != OFFSET])
@@ -104,9 +107,9 @@ class JsonlDecoder:
         self._checks = {f.name: _check_for(f.type) for f in schema}
 
     def _bulk(self, chunk: bytes) -> pa.Table:
-        if not chunk.strip():
+        if not chunk or chunk.isspace():
             return pa.table({name: pa.array([], pa.null()) for name in self._polars})
-        frame = pl.read_ndjson(io.BytesIO(chunk), schema=self._polars)
+        frame = pl.read_ndjson(chunk, schema=self._polars)
         return frame.to_arrow()
 
     def _finish(self, table: pa.Table, lines: np.ndarray) -> pa.RecordBatch:
@@ -183,10 +186,9 @@ class JsonlDecoder:
         )
 
 
-def _line_numbers(chunk: bytes, first_line: int, rows: int) -> np.ndarray:
+def _line_numbers(chunk: bytes, first_line: int, rows: int, lines: int) -> np.ndarray:
     """Line number of each decoded row: consecutive unless the chunk has blank lines."""
-    newlines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-    if newlines == rows:
+    if lines == rows:
         return np.arange(first_line, first_line + rows, dtype=np.int64)
     raw = np.frombuffer(chunk, dtype=np.uint8)
     ends = np.flatnonzero(raw == 10)

@@ -420,8 +420,15 @@ class Variance(Aggregator):
             mean = np.where(n_b == 0, mean_a, np.where(n_a == 0, mean_b, mean_a + delta * n_b / n))
             m2 = m2_a + m2_b + np.where((n_a > 0) & (n_b > 0), delta * delta * n_a * n_b / n, 0.0)
         s1 = n * (mean - k)
-        self.state["s1"][slots] = np.where(n > 0, s1, 0.0)
-        self.state["s2"][slots] = np.where(n > 0, m2 + s1 * s1 / np.maximum(n, 1), 0.0)
+        s2 = m2 + s1 * s1 / np.maximum(n, 1)
+        # Exact where one side is empty (restores, fresh slots); Chan's formula otherwise.
+        keep, copy = n_b == 0, n_a == 0
+        self.state["s1"][slots] = np.where(
+            keep, self.state["s1"][slots], np.where(copy, part["s1"], s1)
+        )
+        self.state["s2"][slots] = np.where(
+            keep, self.state["s2"][slots], np.where(copy, part["s2"], s2)
+        )
         self.state["k"][slots] = k
         self.state["n"][slots] += part["n"]
 

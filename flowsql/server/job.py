@@ -8,14 +8,18 @@ half-processed input, so pausing, snapshotting and switching there loses and
 repeats nothing. A job whose source is idle is at a boundary too, so these
 requests do not wait for the next batch to arrive.
 
-Switching processors (``switch_processor``), under the lock:
+Switching processors (``switch_processor``):
 
-0. drain: a V2 processor returns the outputs of batches still in flight;
-1. snapshot the current processor (operator state + event-time maximum);
-2. build the new processor (V1, or V2 with N partitions);
-3. restore the snapshot into it (V2 re-partitions keyed state by routing key);
-4. carry the old processor's late/dead-letter counters over, close it;
-5. continue with the next batch.
+1. build the new processor while the job keeps running, and wait until it
+   answers (a snapshot of its empty state), so V2 workers have started;
+2. at a batch boundary (under the lock): drain the old processor, so the outputs
+   of batches a V2 processor still has in flight reach the sink;
+3. snapshot the old processor (operator state + event-time maximum);
+4. restore the snapshot into the new one (V2 re-partitions keyed state by
+   routing key);
+5. carry the late/dead-letter counters over and swap; the job continues with
+   the next batch;
+6. close the old processor, outside the lock.
 
 If a step fails the job keeps its old processor and the request reports the error.
 Stopping does not emit open windows: it flushes the sink and, when
@@ -29,7 +33,8 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -187,6 +192,8 @@ class Job:
         self._counters = _Counters()
         self._lock = threading.RLock()  # held while the processor or the sink is in use
         self._resumed = threading.Condition(self._lock)
+        self._gate = threading.Condition(threading.Lock())
+        self._waiting = 0  # control requests waiting for the lock
         self._pause_requested = False
         self._stopping = threading.Event()
         self._state = JobState.RUNNING
@@ -223,21 +230,17 @@ class Job:
         """Pause at the next batch boundary: wait up to ``timeout`` s for the batch
         being processed; the pause applies after it either way."""
         self._pause_requested = True
-        if not self._lock.acquire(timeout=timeout):
-            return self._state
-        try:
-            if not self._state.terminal and self._pause_requested:
+        with self._boundary(timeout) as reached:
+            if reached and not self._state.terminal and self._pause_requested:
                 self._drain()
                 self.sink.flush()
                 self._set_state(JobState.PAUSED)
-        finally:
-            self._lock.release()
         return self._state
 
     def resume(self) -> JobState:
         """Let a paused job continue."""
-        with self._resumed:
-            self._pause_requested = False
+        self._pause_requested = False
+        with self._boundary(None):
             if self._state is JobState.PAUSED:
                 self._set_state(JobState.RUNNING)
             self._resumed.notify_all()
@@ -247,11 +250,9 @@ class Job:
         """Stop at the next batch boundary (open windows are not emitted) and wait up
         to ``timeout`` s for the job thread to end."""
         self.request_stop()
-        if self._lock.acquire(timeout=timeout):
-            try:
+        with self._boundary(timeout) as reached:
+            if reached:
                 self._stop_at_boundary()
-            finally:
-                self._lock.release()
         self.join(timeout)
         return self._state
 
@@ -297,17 +298,25 @@ class Job:
                 finish within ``timeout`` s, or the switch failed (the job then
                 keeps its processor).
         """
-        if not self._lock.acquire(timeout=timeout):
-            raise ExecutionError(
-                f"job '{self.name}': no batch boundary within {timeout}s; try again"
-            )
+        self._check_not_ended("switch")
+        new = self._factory(self.statement, choice, self.dead_letters)  # Step 1
+        old: JobProcessor | None = None
         try:
-            if self._state.terminal:
-                raise ExecutionError(f"job '{self.name}' is {self._state.value}: cannot switch")
-            self._switch(choice)
+            new.snapshot()  # answered once V2 workers have started: no wait at the boundary
+            with self._boundary(timeout) as reached:
+                if not reached:
+                    raise ExecutionError(
+                        f"job '{self.name}': no batch boundary within {timeout}s; try again"
+                    )
+                self._check_not_ended("switch")
+                old = self._swap(new, choice)
         finally:
-            self._lock.release()
+            _close_quietly(new if old is None else old, self.name)  # Step 6
         return self.status()
+
+    def _check_not_ended(self, action: str) -> None:
+        if self._state.terminal:
+            raise ExecutionError(f"job '{self.name}' is {self._state.value}: cannot {action}")
 
     def status(self) -> JobStatus:
         """A view of the job, read without waiting for the batch in progress."""
@@ -344,6 +353,24 @@ class Job:
             switches=list(self._switches),
         )
 
+    @contextmanager
+    def _boundary(self, timeout: float | None) -> Iterator[bool]:
+        """Hold the job's lock, i.e. keep the job at a batch boundary, for a control
+        request; yields False when the batch in progress did not end within ``timeout``."""
+        with self._gate:
+            self._waiting += 1
+        try:
+            reached = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        finally:
+            with self._gate:
+                self._waiting -= 1
+                self._gate.notify_all()
+        try:
+            yield reached
+        finally:
+            if reached:
+                self._lock.release()
+
     # -- the job thread ---------------------------------------------------------------
 
     def _run(self) -> None:
@@ -374,6 +401,8 @@ class Job:
 
     def _step(self, work: Callable[[Any], None], arg: Any) -> bool:
         """Run ``work(arg)`` at a batch boundary once not paused; False = stopped."""
+        with self._gate:  # control requests first: a busy job must not starve them
+            self._gate.wait_for(lambda: self._waiting == 0)
         with self._resumed:
             while self._pause_requested and not self._stopping.is_set():
                 self._resumed.wait()
@@ -427,17 +456,12 @@ class Job:
 
     # -- transitions (callers hold the lock) -----------------------------------------------
 
-    def _switch(self, choice: ProcessorChoice) -> None:
+    def _swap(self, new: JobProcessor, choice: ProcessorChoice) -> JobProcessor:
+        """Steps 2-5 of a switch; returns the old processor (still open)."""
         old = self.processor
-        self._drain()  # Step 0
-        snapshot = old.snapshot()  # Step 1
-        new = self._factory(self.statement, choice, self.dead_letters)  # Step 2
-        try:
-            new.restore(snapshot)  # Step 3
-        except BaseException:
-            _close_quietly(new, self.name)
-            raise
-        self._refresh_counters()  # Step 4
+        self._drain()  # Step 2
+        new.restore(old.snapshot())  # Steps 3 and 4
+        self._refresh_counters()  # Step 5
         c = self._counters
         c.late_carried += c.late_now
         c.dead_carried += old.metrics.dead_lettered
@@ -445,9 +469,9 @@ class Job:
         c.dead_now = int(getattr(self.source, "dead_lettered", 0))
         self.processor, self.choice = new, choice
         self._processor_label = _label(new)
-        _close_quietly(old, self.name)
         self._switches.append(f"{_label_text(old)} -> {_label_text(new)}")
         log.info("job %s: switched processor %s", self.name, self._switches[-1])
+        return old
 
     def _stop_at_boundary(self) -> None:
         with self._lock:

@@ -305,3 +305,49 @@ def test_secrets_never_shown(client: httpx.Client, caplog: pytest.LogCaptureFixt
         assert secret not in text
     assert "****" in shown[0]
     assert secret not in caplog.text
+
+
+# -- the CLI client commands ------------------------------------------------------------------
+
+
+def test_cli_deploy_jobs_status_switch_stop(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from flowsql.server.commands import register
+
+    cli = typer.Typer()
+    register(cli)
+    runner = CliRunner()
+    app_sql = tmp_path / "app.sql"
+    app_sql.write_text(generator_job("tick", "unbounded") + ";\n" + generator_job("done", 100))
+    with make_client(tmp_path, token=TOKEN) as http:
+        url = str(http.base_url)
+        env = {"FLOWSQL_SERVER_URL": url, "FLOWSQL_API_TOKEN": TOKEN}
+
+        def flowsql(*args: str, code: int = 0, **extra: str) -> str:
+            result = runner.invoke(cli, list(args), env={**env, **extra})
+            assert result.exit_code == code, result.output
+            return result.output
+
+        deployed = json.loads(flowsql("deploy", str(app_sql), "--json"))
+        assert [j["name"] for j in deployed["jobs"]] == ["tick", "done"]
+        assert "tick" in flowsql("jobs")
+        status = json.loads(flowsql("status", "tick", "--json"))
+        assert status["state"] == "RUNNING"
+        switched = json.loads(
+            flowsql("switch", "tick", "--processor", "v2", "--partitions", "2", "--json")
+        )
+        assert switched["processor_version"] == "V2"
+        assert "STOPPED" in flowsql("stop", "tick")
+        assert "no job named 'tick'" in flowsql("status", "tick", code=1)
+        assert "HTTP 401" in flowsql("jobs", code=1, FLOWSQL_API_TOKEN="wrong")
+        assert "line 1" in flowsql("deploy", str(write_sql(tmp_path, "SELECT FROM")), code=1)
+    unreachable = runner.invoke(cli, ["jobs", "--server", url])
+    assert unreachable.exit_code == 1 and "cannot reach" in unreachable.output
+
+
+def write_sql(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.sql"
+    path.write_text(text)
+    return path

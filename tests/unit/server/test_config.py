@@ -14,6 +14,7 @@ from flowsql.server.config import (
     FileRoots,
     ProcessorChoice,
     Redactor,
+    ServerSettings,
     cpu_count,
     env_overrides,
     job_choice,
@@ -253,3 +254,15 @@ def test_globs_are_checked_per_match(tmp_path: Path) -> None:
 def test_no_file_roots_refuses_every_path(tmp_path: Path) -> None:
     with pytest.raises(FileAccessError, match="file_roots is empty"):
         FileRoots([]).check(str(tmp_path / "x"))
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_example_yaml_is_valid_and_documented() -> None:
+    settings = load_settings(REPO / "flowsql.example.yaml", environ={})
+    assert settings.server.processor_architecture == "v1"
+    docs = (REPO / "docs" / "configuration.md").read_text()
+    for key in ServerSettings.model_fields:
+        assert f"`{key}" in docs, key
+        assert f"FLOWSQL_SERVER__{key.upper()}" in docs, key

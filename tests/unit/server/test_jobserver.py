@@ -452,3 +452,23 @@ def test_switch_errors_keep_the_old_processor(harness: Harness) -> None:
     harness.sources["s"].push(trades(0, 2)).end()
     status = harness.wait_state("s", JobState.FINISHED)
     assert status["processor_version"] == "V1" and status["records_out"] == 2
+
+
+def test_a_stopped_job_leaves_its_snapshot(tmp_path: Path) -> None:
+    import pickle
+
+    h = Harness(checkpoint_dir=str(tmp_path / "ckpt"))
+    try:
+        h.server.deploy(
+            "CREATE STREAM s AS SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol"
+        )
+        h.sources["s"].push(trades(0, 9))
+        h.wait_records("s", 9)
+        assert h.server.stop("s").state == "STOPPED"
+        snapshot = pickle.loads((tmp_path / "ckpt" / "s.snapshot").read_bytes())
+        assert snapshot["max_event_time"] == START + 8
+        assert snapshot["operators"]
+    finally:
+        for source in h.sources.values():
+            source.end()
+        h.server.shutdown()

@@ -1,0 +1,1 @@
+"""Differential tests: flowsql vs DuckDB (and vs Python models) on generated data."""

@@ -250,10 +250,16 @@ class CsvSource(FileSource):
     @property
     def schema(self) -> pa.Schema:
         if self._types is None:
-            reader, _ = self._open()
-            first = reader.read_next_batch() if reader.schema.names else None
-            self._types = _infer_csv_types(first) if first is not None else {}
+            first = next(self._raw_blocks(), None)
+            names = self._header()
+            self._types = _infer_csv_types(first) if first else dict.fromkeys(names, pa.string())
         return pa.schema(list(self._types.items()) + [(OFFSET, pa.int64())])
+
+    def _raw_blocks(self) -> Iterator[pa.RecordBatch]:
+        if self.path.stat().st_size == 0:
+            return iter(())
+        reader, _ = self._open()
+        return iter(reader)
 
     def _open(self) -> tuple[pacsv.CSVStreamingReader, list[tuple[int, str]]]:
         names = self._header()
@@ -278,6 +284,8 @@ class CsvSource(FileSource):
             return next(csv.reader(f, delimiter=self.delimiter), [])
 
     def _decoded(self) -> Iterator[pa.RecordBatch]:
+        if self.path.stat().st_size == 0:
+            return
         reader, invalid = self._open()
         next_line = 2  # line 1 is the header
         seen_invalid = 0
@@ -305,9 +313,7 @@ class CsvSource(FileSource):
             columns.append(col)
             if col_bad is not None:
                 for i in np.flatnonzero(col_bad & ~bad):
-                    errors[int(i)] = (
-                        f"column '{name}': expected {typ}, got {raw.column(name)[int(i)]}"
-                    )
+                    errors[int(i)] = _type_error(name, typ, raw.column(name)[int(i)].as_py())
                 bad |= col_bad
         columns.append(pa.array(lines, pa.int64()))
         batch = pa.RecordBatch.from_arrays(columns, names=[*self._types, OFFSET])
@@ -327,6 +333,11 @@ class CsvSource(FileSource):
 
     def _letter(self, error: str, text: str, line: int) -> DeadLetter:
         return DeadLetter(error, text, self.name, f"{self.path}:{line}", "decode")
+
+
+def _type_error(name: str, typ: pa.DataType, value: str) -> str:
+    expected = {pa.int64(): "an integer", pa.float64(): "a number", pa.bool_(): "true or false"}
+    return f"column '{name}': expected {expected.get(typ, str(typ))}, got {value!r}"
 
 
 def _skip_lines(first: int, count: int, skipped: set[int]) -> np.ndarray:

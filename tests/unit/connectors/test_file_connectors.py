@@ -186,3 +186,12 @@ def test_output_file_has_the_usual_mode(tmp_path: Path) -> None:
     sink = open_sink(tmp_path / "o.jsonl")
     sink.close()
     assert (tmp_path / "o.jsonl").stat().st_mode & 0o044  # readable by others, not 0600
+
+
+def test_empty_and_header_only_csv(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_text("")
+    (tmp_path / "h.csv").write_text("a,b\n")
+    assert _read(tmp_path / "e.csv")[0].num_rows == 0
+    source = open_source(tmp_path / "h.csv")
+    assert source.schema.names == ["a", "b", OFFSET]
+    assert list(source.batches()) == []

@@ -7,7 +7,8 @@ with a private engine (``flowsql.server.worker``). For every input batch:
    engine would;
 2. for windowed queries, stamp each row with ``__prior_max_event_time``: the
    largest event time of all rows before it in the whole input, so each
-   partition decides lateness exactly as V1 does;
+   partition decides lateness exactly as V1 does (a batch in event-time order
+   needs no stamp: none of its rows can be late);
 3. route rows by a stable hash of the routing key (``HashRouter``) and send
    each partition its rows together with the new global max event time, to
    which every partition advances, so windows close in all partitions
@@ -239,7 +240,7 @@ class PartitionedJobCoordinator:
         if not batch.num_rows:
             return
         ts = batch.column(TIMESTAMP).to_numpy(zero_copy_only=False)
-        if self._stamp_prior_max:
+        if self._stamp_prior_max and not in_order(ts, self.metrics.max_event_time):
             batch = batch.append_column(
                 PRIOR_MAX_EVENT_TIME, pa.array(prior_max(ts, self.metrics.max_event_time))
             )
@@ -351,6 +352,14 @@ class PartitionedJobCoordinator:
     def _check_open(self) -> None:
         if self._closed:
             raise ExecutionError(f"job '{self.job}': the V2 coordinator is closed")
+
+
+def in_order(ts: np.ndarray, before: int | None) -> bool:
+    """True when no row of the batch is older than any row before it: then no
+    row can be late and each partition can tell so on its own (no stamp)."""
+    if before is not None and ts[0] < before:
+        return False
+    return bool(np.all(ts[1:] >= ts[:-1]))
 
 
 def prior_max(ts: np.ndarray, before: int | None) -> np.ndarray:

@@ -2,17 +2,19 @@
 
 Each partition of a :class:`~flowsql.server.coordinator.PartitionedJobCoordinator`
 is one process that owns a private :class:`~flowsql.engine.Engine`. The
-coordinator talks to it over a ``multiprocessing`` pipe:
+coordinator talks to it over two one-way OS pipes (enlarged to 1 MiB, so a
+10K-row batch usually crosses in one write and one read):
 
 - a message is a pickled header tuple ``(kind, seq, arg)`` followed by
   ``frames`` Arrow IPC streams (record batches never go through pickle);
 - the worker answers every message, in order, with ``("ok", seq, Reply)`` or
   ``("error", seq, text)`` plus the IPC streams of its output batches;
-- a reader thread in the worker drains the pipe into a local queue, so the
-  coordinator's writes never wait on the worker's computation: together with
-  the coordinator's limit on unanswered messages (its credit) this bounds
-  memory and makes a slow partition slow the coordinator down, without the
-  two sides ever both blocking on a full pipe.
+- the worker is single-threaded: it reads a message, handles it, writes the
+  answer. The coordinator writes through a sender thread per worker (a
+  blocked write waits in the kernel, without the GIL), so its main thread is
+  always free to read answers and the two sides never both block on full
+  pipes. The coordinator's limit on unanswered messages (its credit) bounds
+  memory and makes a slow partition slow the coordinator down.
 
 The coordinator waits on the pipe *and* the process sentinel, so a worker
 that dies (even by SIGKILL) is seen at once, never waited on forever.
@@ -21,6 +23,7 @@ that dies (even by SIGKILL) is seen at once, never waited on forever.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import multiprocessing as mp
 import os
@@ -61,6 +64,8 @@ PRELOAD = (
 
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
+#: Pipe buffer asked for (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
+PIPE_BYTES = 1 << 20
 
 
 @dataclass
@@ -121,6 +126,14 @@ def recv_message(conn: Connection) -> tuple[tuple[Any, ...], list[bytes]]:
     return tuple(header), [conn.recv_bytes() for _ in range(count)]
 
 
+def _enlarge(conn: Connection) -> None:
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(conn.fileno(), set_size, PIPE_BYTES)
+
+
 # ------------------------------------------------------------- worker process
 
 
@@ -128,64 +141,51 @@ Handler = Callable[[str, Any, list[pa.RecordBatch]], tuple[list[pa.RecordBatch],
 
 
 def worker_main(
-    conn: Connection, make_handler: Callable[[], Handler], env: dict[str, str] | None = None
+    inbox: Connection,
+    outbox: Connection,
+    make_handler: Callable[[], Handler],
+    env: dict[str, str] | None = None,
 ) -> None:
     """Entry point of a worker process: answer messages until told to stop.
 
     Args:
-        conn: this worker's end of the pipe.
+        inbox: the pipe end messages arrive on.
+        outbox: the pipe end answers go to.
         make_handler: builds, inside the worker, the function that handles one
             message ``(kind, arg, batches) -> (output batches, Reply)``.
         env: environment set before anything runs (thread pool sizes: the
             partitions already use every core).
     """
     os.environ.update(env or {})
-    inbox: queue.Queue[tuple[tuple[Any, ...], list[bytes]] | None] = queue.Queue()
-    reader = threading.Thread(target=_read_into, args=(conn, inbox), daemon=True)
-    reader.start()
     try:
-        handler = make_handler()
-    except Exception:  # noqa: BLE001 - reported to the coordinator, then exit
-        _fail_all(conn, inbox, traceback.format_exc())
-        return
-    while (item := inbox.get()) is not None:
-        (kind, seq, arg), frames = item
-        if kind == "stop":
-            break
-        try:
-            _answer(conn, seq, handler, kind, arg, frames)
-        except OSError:
-            break  # the coordinator closed the pipe: it is shutting us down
-    conn.close()
+        handler: Handler | str = make_handler()
+    except Exception:  # noqa: BLE001 - reported with every answer, then exit
+        handler = traceback.format_exc()
+    try:
+        while True:
+            (kind, seq, arg), frames = recv_message(inbox)
+            if kind == "stop":
+                break
+            _answer(outbox, seq, handler, kind, arg, frames)
+    except (EOFError, OSError):
+        pass  # the coordinator closed the pipe: it is shutting us down
+    finally:
+        inbox.close()
+        outbox.close()
 
 
 def _answer(
-    conn: Connection, seq: int, handler: Handler, kind: str, arg: Any, frames: list[bytes]
+    conn: Connection, seq: int, handler: Handler | str, kind: str, arg: Any, frames: list[bytes]
 ) -> None:
     try:
+        if isinstance(handler, str):
+            raise ExecutionError(f"the partition could not start:\n{handler}")
         out, reply = handler(kind, arg, decode_frames(frames))
     except Exception as exc:  # noqa: BLE001 - the coordinator raises it
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         send_message(conn, ("error", seq, text), [])
         return
     send_message(conn, ("ok", seq, reply), encode_batches(out))
-
-
-def _read_into(conn: Connection, inbox: queue.Queue[Any]) -> None:
-    try:
-        while True:
-            item = recv_message(conn)
-            inbox.put(item)
-            if item[0][0] == "stop":
-                return
-    except (EOFError, OSError):
-        inbox.put(None)  # the coordinator went away: stop
-
-
-def _fail_all(conn: Connection, inbox: queue.Queue[Any], text: str) -> None:
-    while (item := inbox.get()) is not None and item[0][0] != "stop":
-        send_message(conn, ("error", item[0][1], text), [])
-    conn.close()
 
 
 # ------------------------------------------------------------ coordinator side
@@ -253,20 +253,32 @@ class PartitionWorker:
         self.job = job
         self.sent = 0  # messages sent
         self.answered = 0  # replies received
+        self._closed = False
+        self._stop_sent = False
         ctx = worker_context()
-        self.conn, child = ctx.Pipe(duplex=True)
+        child_in, self._to_worker = ctx.Pipe(duplex=False)
+        self.conn, child_out = ctx.Pipe(duplex=False)
+        for end in (self._to_worker, self.conn):
+            _enlarge(end)
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child, make_handler, env),
+            args=(child_in, child_out, make_handler, env),
             name=f"flowsql-{job}-p{partition}",
             daemon=True,
         )
         try:
             self.process.start()
         finally:
-            child.close()
-        self._closed = False
-        self._stop_sent = False
+            child_in.close()
+            child_out.close()
+        self._outbox: queue.SimpleQueue[tuple[tuple[Any, ...], list[pa.Buffer]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._send_error: BaseException | None = None
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"flowsql-{job}-p{partition}-send", daemon=True
+        )
+        self._sender.start()
 
     @property
     def in_flight(self) -> int:
@@ -274,15 +286,22 @@ class PartitionWorker:
         return self.sent - self.answered
 
     def send(self, kind: str, arg: Any = None, batches: Sequence[pa.RecordBatch] = ()) -> int:
-        """Send one message; return its sequence number."""
+        """Queue one message for the worker; return its sequence number."""
+        if self._send_error is not None or self._stop_sent:
+            raise self.death_error()
         seq = self.sent
         frames = encode_batches([b for b in batches if b.num_rows]) if batches else []
-        try:
-            send_message(self.conn, (kind, seq, arg), frames)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
-            raise self.death_error() from exc
+        self._outbox.put(((kind, seq, arg), frames))
         self.sent += 1
         return seq
+
+    def _send_loop(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            try:
+                send_message(self._to_worker, *item)
+            except (OSError, ValueError) as exc:  # the worker is gone
+                self._send_error = exc
+                return
 
     def receive(
         self, timeout: float | None = None
@@ -326,7 +345,7 @@ class PartitionWorker:
     @property
     def failed(self) -> bool:
         """True when the process has ended without being asked to stop."""
-        return not self._closed and self.process.exitcode is not None
+        return not self._closed and not self._stop_sent and self.process.exitcode is not None
 
     def close(self) -> None:
         """Ask the worker to stop, then make sure it is gone and reaped."""
@@ -341,6 +360,8 @@ class PartitionWorker:
         if self.process.exitcode is None:
             self.process.kill()
             self.process.join()
+        self._sender.join()  # its pipe's reader is gone: a blocked write has failed
+        self._to_worker.close()
         self.conn.close()
         self.process.close()
 
@@ -356,18 +377,19 @@ class PartitionWorker:
                     return
 
     def ask_to_stop(self) -> None:
-        """Send the stop message once (no wait)."""
-        if self._stop_sent or self.process.exitcode is not None:
+        """Queue the stop message once (no wait); the sender thread ends after it."""
+        if self._stop_sent:
             return
         self._stop_sent = True
-        with contextlib.suppress(OSError):
-            send_message(self.conn, ("stop", self.sent, None), [])
+        if self.process.exitcode is None:
+            self._outbox.put((("stop", self.sent, None), []))
+        self._outbox.put(None)
 
 
 def close_all(workers: Sequence[PartitionWorker]) -> None:
     """Stop every worker; ask all first so they wind down in parallel."""
     for w in workers:
-        if not w._closed:
+        if not w.closed:
             w.ask_to_stop()
     for w in workers:
         try:

@@ -209,3 +209,26 @@ def test_shift_letter_renumbers_file_lines() -> None:
 
     letter = DeadLetter("bad", "x", "t", "/data/t.jsonl:3")
     assert shift_letter(letter, 10).position == "/data/t.jsonl:13"
+
+
+def test_late_rows_go_to_the_dead_letter_sink_like_v1() -> None:
+    sql = (
+        "SELECT symbol, COUNT(*) AS n FROM t GROUP BY symbol"
+        " WINDOW TUMBLING(ts, INTERVAL '100' MILLISECOND) WITH ('late.data.strategy' = 'dlq')"
+    )
+    table = trades(4_000)
+    v1_letters = ListDeadLetters()
+    v1 = Engine(parse_one(sql), dead_letters=v1_letters)
+    for b in table.to_batches(300):
+        v1.process(b)
+    v1.flush()
+    letters = ListDeadLetters()
+    with PartitionedJobCoordinator(parse_one(sql), num_partitions=3, dead_letters=letters) as v2:
+        for b in table.to_batches(300):
+            v2.process_batch(b)
+        v2.flush()
+        assert v2.metrics.late_records == v1.metrics.late_records > 0
+        assert v2.metrics.dead_lettered == len(v1_letters.letters)
+    assert sorted(str(x.original) for x in letters.letters) == sorted(
+        str(x.original) for x in v1_letters.letters
+    )

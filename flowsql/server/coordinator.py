@@ -106,6 +106,7 @@ class PartitionedJobCoordinator:
         self._ready: list[pa.RecordBatch] = []
         self._done = False
         self._closed = False
+        self._ran_splits = False
         self.workers: list[PartitionWorker] = []
         try:
             spec = EngineSpec(statement, self.job)
@@ -157,6 +158,8 @@ class PartitionedJobCoordinator:
     def flush(self) -> list[pa.RecordBatch]:
         """End of input: every partition emits its open windows and final aggregates."""
         self._check_open()
+        if self._ran_splits:
+            return []  # run_splits already flushed
         self._collect(block=True)
         self._broadcast("flush")
         self._collect(block=True)
@@ -206,6 +209,7 @@ class PartitionedJobCoordinator:
         log.debug("job %s: source-parallel run: %s", self.job, plan.reason)
         self._ensure_workers(self.requested_partitions)
         run = SplitRun(self, plan)
+        self._ran_splits = True
         yield from run.run(list(splits))
         self._done = True
 

@@ -198,6 +198,7 @@ def test_run_splits_equals_v1_over_the_file_and_numbers_dead_letters(tmp_path: P
     letters = ListDeadLetters()
     with PartitionedJobCoordinator(parse_one(sql), num_partitions=2, dead_letters=letters) as v2:
         got = _rows(list(v2.run_splits(splits)))
+        assert v2.flush() == []
         assert v2.metrics.records_in == 4_000
         assert v2.metrics.dead_lettered == 3
     assert got == expected

@@ -85,7 +85,7 @@ def open_source(
 def open_sink(
     path: str | os.PathLike[str], *, format: str | None = None, **options: Any
 ) -> FileSink:
-    """Open a file sink for ``path`` (written atomically on close)."""
+    """Open a file sink for ``path`` (options: ``atomic``, ``delimiter`` for CSV)."""
     fmt = format_of(path, format)
     cls: type[FileSink] = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}[fmt]
     return cls(Path(path), **options)
@@ -402,18 +402,25 @@ class ParquetSource(FileSource):
 
 
 class FileSink:
-    """Writes batches to a temporary file beside ``path``; ``close()`` renames it
-    into place, ``abort()`` deletes it. The file is opened on the first write."""
+    """Writes batches to a file, opened on the first write.
 
-    def __init__(self, path: Path) -> None:
+    With ``atomic`` (the default) the rows go to a temporary file beside
+    ``path`` that ``close()`` renames into place and ``abort()`` deletes, so a
+    failed job leaves no output. Without it the file is written in place and
+    grows as results arrive (for long-running jobs that others tail).
+    """
+
+    def __init__(self, path: Path, *, atomic: bool = True) -> None:
         self.path = path
+        self.atomic = atomic
         self.rows_written = 0
         self._tmp: Path | None = None
         self._file: IO[bytes] | None = None
+        self._closed = False
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._file is None:
-            self._file = self._open_tmp()
+            self._file = self._open()
             self._start(batch)
         self._write(batch)
         self.rows_written += batch.num_rows
@@ -424,26 +431,32 @@ class FileSink:
 
     def close(self) -> None:
         """Finish the file and move it into place (an empty output if nothing came)."""
+        if self._closed:
+            return
         if self._file is None:
-            self._file = self._open_tmp()
+            self._file = self._open()
             self._start(None)
         self._end()
         self._file.close()
-        assert self._tmp is not None
-        os.replace(self._tmp, self.path)
+        self._closed = True
+        if self._tmp is not None:
+            os.replace(self._tmp, self.path)
         log.debug("wrote %d rows to %s", self.rows_written, self.path)
 
     def abort(self) -> None:
-        """Discard everything written: the target path is left untouched."""
+        """Discard the output when atomic (the target path is left untouched)."""
+        self._closed = True
         if self._file is not None:
             self._file.close()
         if self._tmp is not None and self._tmp.exists():
             self._tmp.unlink()
 
-    def _open_tmp(self) -> IO[bytes]:
+    def _open(self) -> IO[bytes]:
         directory = self.path.parent
         if not directory.is_dir():
             raise ConnectorError(f"output directory does not exist: {directory}")
+        if not self.atomic:
+            return self.path.open("wb")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
         os.chmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         self._tmp = Path(tmp)
@@ -472,8 +485,8 @@ class CsvSink(FileSink):
     """CSV with a header, quoting only where needed (written by polars);
     timestamps as epoch ms, decimals exact."""
 
-    def __init__(self, path: Path, *, delimiter: str = ",") -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, delimiter: str = ",", atomic: bool = True) -> None:
+        super().__init__(path, atomic=atomic)
         self.delimiter = delimiter
         self._schema: pa.Schema | None = None
 
@@ -490,8 +503,8 @@ class CsvSink(FileSink):
 class ParquetSink(FileSink):
     """Parquet with the types of the first batch (later batches are cast to them)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, atomic: bool = True) -> None:
+        super().__init__(path, atomic=atomic)
         self._writer: pq.ParquetWriter | None = None
 
     def _start(self, batch: pa.RecordBatch | None) -> None:

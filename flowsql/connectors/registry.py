@@ -197,19 +197,22 @@ def sink_for(
     output: str | Path | None = None,
     *,
     console: Console | None = None,
+    atomic: bool = True,
 ) -> Sink:
     """Where ``statement``'s results go.
 
     ``output`` (``--output``) wins: a file path (format by extension, else
     ``'<stream>.format'``) or ``-`` for JSON lines on stdout. Else the sink
-    declared for the stream in WITH, else a table on the console.
+    declared for the stream in WITH, else a table on the console. File sinks
+    are ``atomic`` by default: the file appears when the job closes it.
     """
     props = statement.properties
-    stream = _sink_stream(statement)
+    stream = sink_stream(statement)
     if output is not None:
         if str(output) == "-":
             return StdoutJsonlSink()
-        return open_sink(output, format=_output_format(output, props.get(f"{stream}.format")))
+        fmt = _output_format(output, props.get(f"{stream}.format"))
+        return open_sink(output, format=fmt, atomic=atomic)
     kind = props.get(f"{stream}.type")
     if kind is None or kind == "stdout":
         return TableSink(console, title=statement.name if statement.kind != "select" else "")
@@ -217,7 +220,9 @@ def sink_for(
         path = props.get(f"{stream}.path")
         if not path:
             raise ConfigError(f"{stream}.path", None, "the path of the output file")
-        return open_sink(Path(path).expanduser(), format=props.get(f"{stream}.format"))
+        return open_sink(
+            Path(path).expanduser(), format=props.get(f"{stream}.format"), atomic=atomic
+        )
     if kind == "kafka_sink":
         from flowsql.connectors.kafka import kafka_sink_from_properties, output_key_columns
 
@@ -225,7 +230,7 @@ def sink_for(
     raise ConfigError(f"{stream}.type", kind, SINK_TYPES)
 
 
-def _sink_stream(statement: Statement) -> str:
+def sink_stream(statement: Statement) -> str:
     """The name the output's keys use: the created stream, or for a bare SELECT
     the one ``'<x>.type'`` that names a sink."""
     props = statement.properties
@@ -235,6 +240,9 @@ def _sink_stream(statement: Statement) -> str:
         k[: -len(".type")] for k, v in props.items() if k.endswith(".type") and v in SINK_TYPES
     ]
     return declared[0] if len(declared) == 1 else statement.name
+
+
+_sink_stream = sink_stream  # the job server's name for it
 
 
 def _output_format(output: str | Path, declared: str | None) -> str | None:

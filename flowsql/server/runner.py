@@ -90,7 +90,7 @@ def run_job(
         event_time: event-time column when the query does not name one.
     """
     started = time.perf_counter()
-    source = _single_source(statement, sources)
+    source = single_source(statement, sources)
     log.debug("job %s: source %s, sink %s", statement.name, source.name, type(sink).__name__)
     proc = _build_processor(statement, processor, dead_letters, event_time)
     log.debug(
@@ -197,7 +197,8 @@ def _write_all(sink: Sink, batches: list[pa.RecordBatch]) -> int:
     return rows
 
 
-def _single_source(statement: Statement, sources: Mapping[str, Source] | Source) -> Source:
+def single_source(statement: Statement, sources: Mapping[str, Source] | Source) -> Source:
+    """The source of ``statement``'s one FROM name (joins come later)."""
     if not isinstance(sources, Mapping):
         return sources
     names = list(dict.fromkeys(statement.sources))
@@ -210,6 +211,9 @@ def _single_source(statement: Statement, sources: Mapping[str, Source] | Source)
         hint = did_you_mean(name, sources)
         raise ConnectorError(f"no source for '{name}'" + (f"; {hint}" if hint else ""))
     return sources[name]
+
+
+_single_source = single_source  # the job server's name for it
 
 
 def _build_processor(

@@ -195,3 +195,14 @@ def test_empty_and_header_only_csv(tmp_path: Path) -> None:
     source = open_source(tmp_path / "h.csv")
     assert source.schema.names == ["a", "b", OFFSET]
     assert list(source.batches()) == []
+
+
+def test_non_atomic_sink_grows_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    sink = open_sink(path, atomic=False)
+    sink.write(pa.record_batch({"a": [1]}))
+    sink.flush()
+    assert path.read_text() == '{"a":1}\n'
+    sink.close()
+    sink.close()  # twice is fine
+    assert list(tmp_path.iterdir()) == [path]

@@ -6,6 +6,7 @@ and ``flowsql demo`` call it, and so can tests and notebooks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -52,6 +53,10 @@ class JobReport:
     def records_per_s(self) -> float:
         """Input records per second of wall time."""
         return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain values (for JSON), ``records_per_s`` included."""
+        return {**dataclasses.asdict(self), "records_per_s": self.records_per_s}
 
     def summary(self) -> str:
         """One line for humans (the CLI prints it on stderr)."""

@@ -74,6 +74,7 @@ def test_filter_query_and_progress() -> None:
     assert min(out.column("total_amount").to_pylist()) > 100
     assert seen == [10_000, 20_000, 30_000]
     assert report.records_out == out.num_rows
+    assert report.to_dict()["records_in"] == 30_000 and "records_per_s" in report.to_dict()
 
 
 @pytest.mark.skipif(

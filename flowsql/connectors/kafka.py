@@ -23,6 +23,7 @@ checkpoints, consumer groups and exactly-once on top of the same pieces.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -189,28 +190,103 @@ def producer_config(
 # -- messages -> Arrow -------------------------------------------------------
 
 
+@dataclass
+class MessageBatch:
+    """The data messages of one ``consume()`` call, as columns.
+
+    Every accessor is read with ``map`` over the unbound method, so the loop
+    over messages runs in C; everything after that is vectorized.
+    ``topics`` is only filled when a consumer reads several topics.
+    """
+
+    msgs: list[Any]
+    values: list[bytes | None]
+    partitions: np.ndarray
+    offsets: np.ndarray
+    topics: list[str] | None = None
+
+    @classmethod
+    def of(cls, msgs: list[Any], with_topics: bool = False) -> MessageBatch:
+        n = len(msgs)
+        m = ck.Message
+        return cls(
+            msgs=msgs,
+            values=list(map(m.value, msgs)),
+            partitions=np.fromiter(map(m.partition, msgs), np.int32, n),
+            offsets=np.fromiter(map(m.offset, msgs), np.int64, n),
+            topics=list(map(m.topic, msgs)) if with_topics else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.msgs)
+
+    def take(self, idx: np.ndarray) -> MessageBatch:
+        """The rows at ``idx`` (in that order)."""
+        if len(idx) == len(self.msgs) and (len(idx) == 0 or (np.diff(idx) == 1).all()):
+            return self
+        pick = idx.tolist()
+        return MessageBatch(
+            msgs=[self.msgs[i] for i in pick],
+            values=[self.values[i] for i in pick],
+            partitions=self.partitions[idx],
+            offsets=self.offsets[idx],
+            topics=None if self.topics is None else [self.topics[i] for i in pick],
+        )
+
+    def groups(self, default_topic: str) -> list[tuple[tuple[str, int], np.ndarray]]:
+        """((topic, partition), row indices in arrival order) for each partition present."""
+        if not len(self.msgs):
+            return []
+        codes, names = self._codes(default_topic)
+        first = codes[0]
+        if (codes == first).all():
+            return [(names[int(first)], np.arange(len(codes)))]
+        order = np.argsort(codes, kind="stable")
+        cuts = np.flatnonzero(np.diff(codes[order])) + 1
+        return [(names[int(codes[chunk[0]])], chunk) for chunk in np.split(order, cuts)]
+
+    def _codes(self, default_topic: str) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
+        parts = self.partitions.astype(np.int64)
+        if self.topics is None:
+            return parts, {int(p): (default_topic, int(p)) for p in np.unique(parts)}
+        index: dict[str, int] = {}
+        topic_ids = np.fromiter(
+            (index.setdefault(t, len(index)) for t in self.topics), np.int64, len(self.topics)
+        )
+        codes = topic_ids << 32 | parts
+        by_id = {v: k for k, v in index.items()}
+        return codes, {int(c): (by_id[int(c) >> 32], int(c) & 0xFFFFFFFF) for c in np.unique(codes)}
+
+    def reached(self) -> dict[int, int]:
+        """Per partition: the offset after the last message of this batch."""
+        if not len(self.msgs):
+            return {}
+        order = np.argsort(self.partitions, kind="stable")
+        parts = self.partitions[order]
+        last = np.append(np.flatnonzero(np.diff(parts)), len(parts) - 1)
+        return {int(parts[i]): int(self.offsets[order][i]) + 1 for i in last}
+
+
 def messages_to_batch(
-    msgs: Sequence[Any],
+    mb: MessageBatch,
     deserializer: Deserializer,
     source: str,
     dead_letters: DeadLetterSink | None,
 ) -> tuple[pa.RecordBatch | None, int]:
-    """Decode data messages (no error events) into one batch with the system columns.
+    """Decode data messages into one batch with the system columns.
 
     Undecodable messages go to ``dead_letters`` with their original bytes and
     partition/offset. Returns the batch (None when nothing decoded) and how
     many messages were dead-lettered.
     """
-    if not msgs:
+    if not len(mb):
         return None, 0
-    values = [m.value() for m in msgs]
-    decoded = deserializer.decode(values)
+    decoded = deserializer.decode(mb.values)
     if decoded.errors:
-        _dead_letter(msgs, values, decoded.errors, source, dead_letters)
-    keep = decoded.rows
-    kept = msgs if keep is None else [msgs[i] for i in keep]
-    if not kept:
-        return None, len(decoded.errors)
+        _dead_letter(mb, decoded.errors, source, dead_letters)
+        if decoded.rows is not None and not len(decoded.rows):
+            return None, len(decoded.errors)
+    kept = mb if decoded.rows is None else mb.take(decoded.rows)
     batch = decoded.batch
     for name, column in system_columns(kept).items():
         if name not in batch.schema.names:
@@ -218,24 +294,28 @@ def messages_to_batch(
     return batch, len(decoded.errors)
 
 
-def system_columns(msgs: Sequence[Any]) -> dict[str, pa.Array]:
+def system_columns(mb: MessageBatch) -> dict[str, pa.Array]:
     """``_key`` (text, or bytes when not UTF-8), ``_timestamp``, ``_partition``, ``_offset``."""
-    keys = pa.array([m.key() for m in msgs], pa.binary())
+    n, m = len(mb), ck.Message
+    keys = pa.array(list(map(m.key, mb.msgs)), pa.binary())
     try:
         key_col = keys.cast(pa.string())
     except pa.ArrowInvalid:
         key_col = keys
+    stamps = np.fromiter(map(_SECOND, map(m.timestamp, mb.msgs)), np.int64, n)
     return {
         KEY: key_col,
-        TIMESTAMP: pa.array(np.fromiter((m.timestamp()[1] for m in msgs), np.int64, len(msgs))),
-        PARTITION: pa.array(np.fromiter((m.partition() for m in msgs), np.int32, len(msgs))),
-        OFFSET: pa.array(np.fromiter((m.offset() for m in msgs), np.int64, len(msgs))),
+        TIMESTAMP: pa.array(stamps),
+        PARTITION: pa.array(mb.partitions),
+        OFFSET: pa.array(mb.offsets),
     }
 
 
+_SECOND = operator.itemgetter(1)
+
+
 def _dead_letter(
-    msgs: Sequence[Any],
-    values: list[Any],
+    mb: MessageBatch,
     errors: list[tuple[int, str]],
     source: str,
     sink: DeadLetterSink | None,
@@ -243,9 +323,9 @@ def _dead_letter(
     letters = [
         DeadLetter(
             error=why,
-            original=values[i] if values[i] is not None else b"",
-            source=f"{source} ({msgs[i].topic()})",
-            position=f"partition={msgs[i].partition()} offset={msgs[i].offset()}",
+            original=mb.values[i] or b"",
+            source=f"{source} ({mb.msgs[i].topic()})",
+            position=f"partition={mb.partitions[i]} offset={mb.offsets[i]}",
             operator="decode",
         )
         for i, why in errors
@@ -257,13 +337,13 @@ def _dead_letter(
     sink.write(letters)
 
 
-def split_events(msgs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+def split_events(msgs: list[Any]) -> tuple[list[Any], list[Any]]:
     """(data messages, error/EOF events). Raises on a fatal consumer error."""
-    if not any(m.error() for m in msgs):
-        return list(msgs), []
+    errors = list(map(ck.Message.error, msgs))
+    if next(filter(None, errors), None) is None:  # no error events (the usual case)
+        return msgs, []
     data, events = [], []
-    for m in msgs:
-        err = m.error()
+    for m, err in zip(msgs, errors, strict=True):
         if err is None:
             data.append(m)
             continue
@@ -275,6 +355,15 @@ def split_events(msgs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
             log.warning("Kafka consumer error: %s", err.str())
         events.append(m)
     return data, events
+
+
+def end_of_partition(events: list[Any], topic: str) -> list[int]:
+    """Partitions of ``topic`` whose end-of-partition event is among ``events``."""
+    return [
+        m.partition()
+        for m in events
+        if m.topic() == topic and m.error().code() == ck.KafkaError._PARTITION_EOF
+    ]
 
 
 # -- admin -------------------------------------------------------------------
@@ -339,16 +428,10 @@ class EndTracker:
     def done(self) -> bool:
         return not self.ends
 
-    def update(self, data: Sequence[Any], events: Sequence[Any]) -> list[int]:
-        """Record progress; return the partitions that just finished."""
-        reached: dict[int, int] = {}
-        for m in data:
-            reached[m.partition()] = m.offset() + 1
-        finished = [
-            m.partition()
-            for m in events
-            if m.error().code() == ck.KafkaError._PARTITION_EOF and m.partition() in self.ends
-        ]
+    def update(self, reached: Mapping[int, int], ended: Sequence[int]) -> list[int]:
+        """Record progress (partition -> offset after the last record read, and the
+        partitions that hit their end-of-partition event); return those now finished."""
+        finished = [p for p in ended if p in self.ends]
         for part, offset in reached.items():
             end = self._end(part)
             if end is not None and offset >= end:
@@ -408,10 +491,12 @@ class KafkaSource:
         while not self._closed and not (self._bound is not None and self._bound.done):
             msgs = self.consumer.consume(self.spec.batch_size, timeout)
             data, events = split_events(msgs)
+            mb = MessageBatch.of(data)
             if self._bound is not None:
-                for part in self._bound.update(data, events):
+                ended = end_of_partition(events, self.spec.topic)
+                for part in self._bound.update(mb.reached(), ended):
                     self.consumer.incremental_unassign([ck.TopicPartition(self.spec.topic, part)])
-            batch, bad = messages_to_batch(data, self.deserializer, self.name, self.dead_letters)
+            batch, bad = messages_to_batch(mb, self.deserializer, self.name, self.dead_letters)
             self.dead_lettered += bad
             if batch is not None and batch.num_rows:
                 self.records += batch.num_rows

@@ -8,7 +8,8 @@ dead-letter sink). A :class:`Serializer` turns a result batch into one
 Formats (``'<stream>.format'``):
 
 - ``json``: one JSON object per message. Decoded in bulk: the values are
-  joined with newlines and parsed by Arrow's C++ JSON reader in one call; only
+  joined with newlines and parsed as JSON lines by the file connector's decoder
+  (one polars call, schema inferred from the first batch and kept); only
   a batch that fails falls back to message-by-message decoding to find the bad
   ones. Encoded with msgspec (decimals as strings, timestamps as ISO text).
 - ``avro``: schemaless Avro (fastavro); the schema comes from
@@ -39,7 +40,6 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.json as pj
 
 from flowsql.errors import ConfigError, ConnectorError
 
@@ -79,55 +79,60 @@ class Serializer(Protocol):
 class JsonDeserializer:
     """JSON objects -> columns, in bulk.
 
-    The column types seen first are kept for later batches (an integer column
-    widens to float when a fractional value arrives), so downstream operators
-    see a stable schema.
+    The values are joined with newlines and decoded as JSON lines by the file
+    connector's :class:`~flowsql.connectors.jsonl.JsonlDecoder` (one polars
+    call against a schema inferred from the first batch, then kept), so Kafka
+    and file inputs type their columns the same way. Values holding raw
+    newlines, empty values and tombstones take a message-by-message path.
     """
 
     def __init__(self) -> None:
+        from flowsql.connectors.jsonl import JsonlDecoder
+
         self.schema: pa.Schema | None = None
-        self._read = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+        self._lines = JsonlDecoder(offsets=True)
 
     def decode(self, values: Sequence[bytes | None]) -> Decoded:
         if not values:
             return Decoded(pa.record_batch({}))
-        if None not in values:
-            table = self._bulk(values)
-            if table is not None:
-                return Decoded(self._stabilise(table))
+        if all(values):  # no tombstone (None) and no empty value
+            chunk = b"\n".join(values)  # type: ignore[arg-type]
+            if chunk.count(b"\n") == len(values) - 1:  # one line per message
+                return self._bulk(chunk, len(values))
         return self._one_by_one(values)
 
-    def _bulk(self, values: Sequence[bytes | None]) -> pa.Table | None:
-        try:
-            table = pj.read_json(io.BytesIO(b"\n".join(values)), read_options=self._read)  # type: ignore[arg-type]
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
-        # A value holding raw newlines splits into several lines: not 1:1 any more.
-        return table if table.num_rows == len(values) else None
+    def _bulk(self, chunk: bytes, count: int) -> Decoded:
+        decoded = self._lines.decode(chunk, first_line=0, lines=count)
+        errors = [(int(d.position.rsplit(" ", 1)[-1]), d.error) for d in decoded.letters]
+        if decoded.batch is None:
+            return Decoded(pa.record_batch({}), np.empty(0, np.int64), errors)
+        batch = decoded.batch
+        rows = batch.column(OFFSET_COLUMN).to_numpy()
+        batch = batch.drop_columns([OFFSET_COLUMN])
+        self.schema = batch.schema
+        return Decoded(batch, None if not errors else rows.astype(np.int64), errors)
 
     def _one_by_one(self, values: Sequence[bytes | None]) -> Decoded:
-        rows: list[dict[str, Any]] = []
         good: list[int] = []
         errors: list[tuple[int, str]] = []
         for i, value in enumerate(values):
-            reason, obj = _json_object(value)
+            reason, _ = _json_object(value)
             if reason:
                 errors.append((i, reason))
             else:
-                rows.append(obj)
                 good.append(i)
-        table, bad = _typed_table(rows, self.schema)
-        if bad:
-            keep = np.setdiff1d(np.arange(len(rows)), [b for b, _ in bad])
-            errors += [(good[b], why) for b, why in bad]
-            table = table.take(pa.array(keep, pa.int64()))
-            good = [good[k] for k in keep]
+        if not good:
+            return Decoded(pa.record_batch({}), np.empty(0, np.int64), errors)
+        lines = b"\n".join(msgspec.json.encode(msgspec.json.decode(values[i])) for i in good)  # type: ignore[arg-type]
+        inner = self._bulk(lines, len(good))
+        picked = np.asarray(good, np.int64)
+        rows = picked if inner.rows is None else picked[inner.rows]
+        errors += [(good[i], why) for i, why in inner.errors]
         errors.sort()
-        return Decoded(self._stabilise(table), np.asarray(good, dtype=np.int64), errors)
+        return Decoded(inner.batch, rows, errors)
 
-    def _stabilise(self, table: pa.Table) -> pa.RecordBatch:
-        table, self.schema = unify(table, self.schema)
-        return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table.schema)
+
+OFFSET_COLUMN = "_offset"
 
 
 def _json_object(value: bytes | None) -> tuple[str, Any]:
@@ -140,111 +145,6 @@ def _json_object(value: bytes | None) -> tuple[str, Any]:
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}", None
     return "", obj
-
-
-def _typed_table(
-    rows: list[dict[str, Any]], schema: pa.Schema | None
-) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """Rows -> table; rows whose field has the wrong type are reported, not fatal."""
-    names: dict[str, None] = dict.fromkeys(schema.names if schema else ())
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    columns: dict[str, pa.Array] = {}
-    bad: dict[int, str] = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        want = schema.field(name).type if schema and name in schema.names else None
-        columns[name], col_bad = _typed_column(name, values, want)
-        for i, why in col_bad:
-            bad.setdefault(i, why)
-    table = pa.table(columns) if columns else pa.Table.from_pylist([{} for _ in rows])
-    return table, sorted(bad.items())
-
-
-def _typed_column(
-    name: str, values: list[Any], want: pa.DataType | None
-) -> tuple[pa.Array, list[tuple[int, str]]]:
-    try:
-        arr = pa.array(values)
-        if want is not None and arr.type != want and not pa.types.is_null(arr.type):
-            arr = arr.cast(want) if _widens(arr.type, want) else arr
-        return arr, []
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        pass
-    kind = _py_kind(next((v for v in values if v is not None), None), want)
-    if kind is int:
-        kind = float  # a fractional value in an integer column widens it
-    bad = [
-        (i, f"field '{name}': expected {_KIND_NAMES.get(kind, kind.__name__)}, got {v!r:.40}")
-        for i, v in enumerate(values)
-        if v is not None and not _is_kind(v, kind)
-    ]
-    bad_rows = {i for i, _ in bad}
-    cleaned = [None if i in bad_rows else v for i, v in enumerate(values)]
-    return pa.array(cleaned, pa.float64() if kind is float else None), bad
-
-
-_KIND_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true/false"}
-
-
-def _py_kind(sample: Any, want: pa.DataType | None) -> type:
-    if want is not None:
-        if pa.types.is_floating(want):
-            return float
-        if pa.types.is_integer(want):
-            return int
-        if pa.types.is_string(want):
-            return str
-    return float if isinstance(sample, int) and not isinstance(sample, bool) else type(sample)
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _widens(have: pa.DataType, want: pa.DataType) -> bool:
-    if pa.types.is_integer(have) and (pa.types.is_floating(want) or pa.types.is_integer(want)):
-        return True
-    return pa.types.is_floating(have) and pa.types.is_floating(want)
-
-
-def unify(table: pa.Table, schema: pa.Schema | None) -> tuple[pa.Table, pa.Schema]:
-    """Cast ``table`` to the schema seen before, widening that schema where needed.
-
-    int -> float widening and null -> T are absorbed; new columns are added to
-    the schema; columns missing from this batch are filled with nulls.
-    """
-    if schema is None:
-        return table, table.schema
-    fields = {f.name: f for f in schema}
-    for f in table.schema:
-        old = fields.get(f.name)
-        if old is None or pa.types.is_null(old.type):
-            fields[f.name] = f
-        elif pa.types.is_integer(old.type) and pa.types.is_floating(f.type):
-            fields[f.name] = pa.field(f.name, f.type)
-    merged = pa.schema(list(fields.values()))
-    columns = []
-    for f in merged:
-        if f.name not in table.column_names:
-            columns.append(pa.nulls(table.num_rows, f.type))
-            continue
-        col = table.column(f.name)
-        columns.append(col if col.type == f.type else _cast(col, f.type))
-    return pa.table(columns, schema=merged), merged
-
-
-def _cast(col: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
-    try:
-        return col.cast(to)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return col.cast(to, safe=False) if pa.types.is_floating(to) else col
-
-
-def _empty(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
 
 
 class JsonSerializer:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from flowsql.connectors.base import Sink
@@ -42,9 +43,11 @@ from flowsql.connectors.kafka import (
     EndTracker,
     KafkaDeadLetters,
     KafkaSink,
+    MessageBatch,
     TopicSpec,
     ck,
     consumer_config,
+    end_of_partition,
     ensure_topic,
     messages_to_batch,
     output_key_columns,
@@ -56,7 +59,7 @@ from flowsql.connectors.kafka import (
 from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import routing
-from flowsql.records import DeadLetter, DeadLetterSink
+from flowsql.records import PARTITION, DeadLetter, DeadLetterSink
 from flowsql.server.processor import JobProcessor, SimpleJobProcessor
 from flowsql.state.checkpoint import (
     CHECKPOINT_DIR_ENV,
@@ -386,9 +389,10 @@ class KafkaJob:
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(msgs))
             started = time.monotonic()
             data, events = split_events(msgs)
-            self._handle(data)
+            mb = MessageBatch.of(data, with_topics=self.spec.repartition)
+            self._handle(mb)
             if spec.bounded:
-                self._track_bounded(data, events)
+                self._track_bounded(mb, events)
                 if self.tasks and all(t.finished for t in self.tasks.values()):
                     return
             if (time.monotonic() - self._last_commit) * 1000 >= self.spec.checkpoint_interval_ms:
@@ -403,36 +407,47 @@ class KafkaJob:
 
     # -- processing ----------------------------------------------------------
 
-    def _handle(self, data: Sequence[Any]) -> None:
-        if not data:
+    def _handle(self, mb: MessageBatch) -> None:
+        if not len(mb):
             return
         self._begin()
-        for (topic, part), msgs in _by_partition(data).items():
+        source_topic = self.spec.source.topic
+        from_source: list[tuple[Task, np.ndarray]] = []
+        for (topic, part), idx in mb.groups(source_topic):
             task = self.tasks.get((topic, part))
             if task is None or task.finished:
                 continue  # a partition revoked while its messages were queued
             if task.position is not None:
-                msgs = [m for m in msgs if m.offset() >= task.position]
-                if not msgs:
+                idx = idx[mb.offsets[idx] >= task.position]
+                if not len(idx):
                     continue
-            if topic == self.spec.source.topic:
-                self._from_source(task, msgs)
-            else:
-                self._from_repartition(task, msgs)
-            task.position = msgs[-1].offset() + 1
+            task.position = int(mb.offsets[idx[-1]]) + 1
             task.dirty = True
+            if topic == source_topic:
+                from_source.append((task, idx))
+            else:
+                self._from_repartition(task, [mb.msgs[i] for i in idx.tolist()])
+        if from_source:
+            self._from_source(mb, from_source)
 
-    def _from_source(self, task: Task, msgs: list[Any]) -> None:
+    def _from_source(self, mb: MessageBatch, groups: list[tuple[Task, np.ndarray]]) -> None:
+        """Decode the messages of every partition in one call, then hand each
+        partition's rows to its task (or route them all, when repartitioning)."""
+        idx = groups[0][1] if len(groups) == 1 else np.concatenate([g[1] for g in groups])
         batch, _ = messages_to_batch(
-            msgs, self.deserializer, self.spec.source.name, self.dead_letters
+            mb.take(idx), self.deserializer, self.spec.source.name, self.dead_letters
         )
         if batch is None:
             return
         self.stats.records_in += batch.num_rows
-        if task.processor is None:
+        if self.spec.repartition:
             self._route(batch)
-        else:
-            self._emit(task.processor.process_batch(batch))
+            return
+        tasks = {t.partition: t for t, _ in groups}
+        for part, piece in _split_by_partition(batch):
+            processor = tasks[part].processor
+            assert processor is not None
+            self._emit(processor.process_batch(piece))
 
     def _route(self, batch: pa.RecordBatch) -> None:
         """Repartition: rows to the internal topic, by their routing key."""
@@ -483,12 +498,12 @@ class KafkaJob:
                 )
         task.finished = task.dirty = True
 
-    def _track_bounded(self, data: Sequence[Any], events: Sequence[Any]) -> None:
+    def _track_bounded(self, mb: MessageBatch, events: list[Any]) -> None:
         """Finish source partitions that reached the end offset they had at start."""
         topic = self.spec.source.topic
-        mine = [m for m in data if m.topic() == topic]
-        ends = [m for m in events if m.topic() == topic]
-        for part in self._bound.update(mine, ends):
+        if mb.topics is not None:
+            mb = mb.take(np.flatnonzero(np.array([t == topic for t in mb.topics], dtype=bool)))
+        for part in self._bound.update(mb.reached(), end_of_partition(events, topic)):
             task = self.tasks.get((topic, part))
             if task is not None:
                 self._finish(task)
@@ -707,16 +722,14 @@ def _v1_processor(statement: n.Statement, dead_letters: DeadLetterSink | None) -
     return SimpleJobProcessor(statement, dead_letters=dead_letters)
 
 
-def _by_partition(msgs: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
-    groups: dict[tuple[str, int], list[Any]] = {}
-    for m in msgs:
-        key = (m.topic(), m.partition())
-        bucket = groups.get(key)
-        if bucket is None:
-            groups[key] = [m]
-        else:
-            bucket.append(m)
-    return groups
+def _split_by_partition(batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
+    """Contiguous runs of one ``_partition`` value -> (partition, slice)."""
+    parts = batch.column(PARTITION).to_numpy()
+    if not len(parts):
+        return []
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(parts)) + 1))
+    ends = np.append(starts[1:], len(parts))
+    return [(int(parts[a]), batch.slice(a, b - a)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _chunks(batch: pa.RecordBatch) -> list[pa.RecordBatch]:

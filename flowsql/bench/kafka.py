@@ -1,0 +1,301 @@
+"""Kafka benchmark: JSON trades -> tumbling window -> Kafka, against the client ceiling.
+
+All contenders read the same topic of JSON trades in the same run:
+
+- ``bare consume``: a confluent-kafka consume loop that touches every message
+  value and does nothing else: the broker/client ceiling;
+- ``flowsql V1``: one Kafka job process (per-partition V1 processors);
+- ``flowsql V2``: N job processes, each reading its share of the partitions
+  (``'trades.partitions'``), in parallel on N cores;
+- ``quixstreams``: the same windowed count/sum, when Quix Streams is installed.
+
+Rates are input records per second of wall time: for the bare loop from
+creating the consumer to the last record; for flowsql jobs from the start of
+``KafkaJob.run()`` (consumer created, partitions assigned) to the end of the
+final checkpoint, with the worker processes' interpreter start-up and imports
+reported separately. Prints a table and writes JSON.
+
+Usage: ``python -m flowsql.bench.kafka [--records N] [--partitions P]
+[--workers N] [--bootstrap HOST:PORT] [--json PATH]``. Without
+``--bootstrap`` it starts an in-memory Tansu broker (``tests/broker.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+QUERY = (
+    "SELECT symbol, COUNT(*) AS trades, SUM(quantity) AS volume, _window_start"
+    " FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' SECOND)"
+)
+
+
+@dataclass
+class Result:
+    """One contender's run."""
+
+    name: str
+    records: int
+    seconds: float
+    rows_out: int = 0
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+# -- data ------------------------------------------------------------------------
+
+
+def produce_trades(
+    bootstrap: str, topic: str, records: int, partitions: int, symbols: int = 100
+) -> None:
+    """Create ``topic`` and fill it with JSON trades keyed by symbol, 1 ms apart."""
+    import confluent_kafka as ck
+
+    from flowsql.connectors.kafka import ensure_topic
+
+    ensure_topic(bootstrap, topic, partitions)
+    producer = ck.Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000}
+    )
+    start = 1_700_000_000_000
+    for i in range(records):
+        sym = f"SYM{i % symbols:03d}"
+        value = (
+            f'{{"symbol":"{sym}","price":{100 + (i % 997) / 100:.2f},'
+            f'"quantity":{1 + i % 50},"ts":{start + i}}}'
+        )
+        while True:
+            try:
+                producer.produce(topic, value.encode(), key=sym.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 50_000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+
+
+# -- contenders --------------------------------------------------------------------
+
+
+def bare_consume(bootstrap: str, topic: str, records: int) -> Result:
+    """The ceiling: consume every message and read its value, nothing more."""
+    import confluent_kafka as ck
+
+    started = time.perf_counter()
+    consumer = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bare-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 8 * 1024 * 1024,
+        }
+    )
+    md = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in md.partitions])
+    seen = total_bytes = 0
+    while seen < records:
+        for m in consumer.consume(10_000, 1.0):
+            if m.error() is None:
+                total_bytes += len(m.value() or b"")
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return Result("bare consume (confluent-kafka)", seen, elapsed, note=f"{total_bytes >> 20} MiB")
+
+
+def _job_sql(bootstrap: str, topic: str, out: str, group: str, ckpt: str, parts: str = "") -> str:
+    props = {
+        "trades.type": "kafka_source",
+        "trades.topic": topic,
+        "trades.format": "json",
+        "trades.bootstrap.servers": bootstrap,
+        "trades.group.id": group,
+        "trades.bounded": "latest",
+        "trades.key.columns": "symbol",
+        "out.type": "kafka_sink",
+        "out.topic": out,
+        "out.format": "json",
+        "checkpoint.dir": ckpt,
+        "checkpoint.interval": "5s",
+    }
+    if parts:
+        props["trades.partitions"] = parts
+    pairs = ", ".join(f"'{k}'='{v}'" for k, v in props.items())
+    return f"CREATE STREAM out AS {QUERY} WITH ({pairs})"
+
+
+def _run_job(sql: str, conn: Any) -> None:
+    from flowsql.server.kafka_job import KafkaJob
+    from flowsql.sql import parse_one
+
+    job = KafkaJob(parse_one(sql))
+    began = time.time()
+    stats = job.run()
+    conn.send((stats.records_in, stats.records_out, began, time.time()))
+    conn.close()
+
+
+def flowsql_job(bootstrap: str, topic: str, workers: int, partitions: int) -> Result:
+    """``workers`` job processes, each with its share of the partitions."""
+    ctx = mp.get_context("spawn")
+    group, out = f"bench-{time.time_ns()}", f"bench-out-{time.time_ns()}"
+    ckpt = tempfile.mkdtemp(prefix="flowsql-bench-")
+    shares = [[p for p in range(partitions) if p % workers == w] for w in range(workers)]
+    started = time.perf_counter()
+    procs, pipes = [], []
+    for share in shares:
+        parts = ",".join(map(str, share)) if workers > 1 else ""
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_run_job, args=(_job_sql(bootstrap, topic, out, group, ckpt, parts), child)
+        )
+        proc.start()
+        procs.append(proc)
+        pipes.append(parent)
+    counts = [pipe.recv() for pipe in pipes]
+    elapsed = time.perf_counter() - started
+    for proc in procs:
+        proc.join(30)
+    name = "flowsql V1 (1 process)" if workers == 1 else f"flowsql V2 ({workers} processes)"
+    window = max(c[3] for c in counts) - min(c[2] for c in counts)
+    return Result(
+        name,
+        sum(c[0] for c in counts),
+        window,
+        sum(c[1] for c in counts),
+        note=f"{elapsed:.1f}s with process start-up",
+    )
+
+
+def quix(bootstrap: str, topic: str, records: int) -> Result | None:
+    """Quix Streams: the same tumbling count/sum, when installed."""
+    if importlib.util.find_spec("quixstreams") is None:
+        return None
+    from quixstreams import Application
+
+    seen = [0]
+    started = time.perf_counter()
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=f"quix-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        consumer_extra_config={
+            "session.timeout.ms": 6000,
+            "partition.assignment.strategy": "range",
+        },
+        state_dir=tempfile.mkdtemp(prefix="quix-state-"),
+    )
+    source = app.topic(
+        topic, value_deserializer="json", timestamp_extractor=lambda v, h, t, ty: v["ts"]
+    )
+    output = app.topic(f"quix-out-{time.time_ns()}", value_serializer="json")
+
+    def count(value: Any) -> Any:
+        seen[0] += 1
+        if seen[0] >= records:
+            app.stop()
+        return value
+
+    sdf = app.dataframe(source).update(count)
+    sdf = sdf.tumbling_window(1000).agg(trades=_quix_count(), volume=_quix_sum("quantity")).final()
+    sdf.to_topic(output)
+    app.run()
+    return Result("quixstreams", seen[0], time.perf_counter() - started)
+
+
+def _quix_count() -> Any:
+    from quixstreams.dataframe.windows import Count
+
+    return Count()
+
+
+def _quix_sum(column: str) -> Any:
+    from quixstreams.dataframe.windows import Sum
+
+    return Sum(column)
+
+
+# -- driver ----------------------------------------------------------------------------
+
+
+def _broker(bootstrap: str | None) -> tuple[str, Callable[[], None]]:
+    if bootstrap:
+        return bootstrap, lambda: None
+    helper = Path(__file__).resolve().parents[2] / "tests" / "broker.py"
+    if not helper.is_file():
+        raise SystemExit("no broker: pass --bootstrap HOST:PORT (tests/broker.py not found)")
+    spec = importlib.util.spec_from_file_location("flowsql_test_broker", helper)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    broker = module.start_broker()
+    return broker.bootstrap, broker.stop
+
+
+def run(records: int, partitions: int, workers: int, bootstrap: str | None) -> list[Result]:
+    """Fill a topic, then run every contender on it; return their results."""
+    address, stop = _broker(bootstrap)
+    try:
+        topic = f"bench-trades-{time.time_ns()}"
+        t0 = time.perf_counter()
+        produce_trades(address, topic, records, partitions)
+        print(
+            f"produced {records:,} JSON trades into {partitions} partitions in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
+        results = [bare_consume(address, topic, records)]
+        results.append(flowsql_job(address, topic, 1, partitions))
+        if workers > 1:
+            results.append(flowsql_job(address, topic, workers, partitions))
+        peer = quix(address, topic, records)
+        if peer is not None:
+            results.append(peer)
+        return results
+    finally:
+        stop()
+
+
+def table(results: list[Result]) -> str:
+    """The results as a text table, rates relative to the bare consume loop."""
+    ceiling = results[0].rate or 1.0
+    lines = [f"{'contender':<34}{'records':>12}{'seconds':>10}{'rec/s':>14}{'vs bare':>10}  note"]
+    for r in results:
+        lines.append(
+            f"{r.name:<34}{r.records:>12,}{r.seconds:>10.2f}{r.rate:>14,.0f}"
+            f"{r.rate / ceiling:>9.0%}  {r.note}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--json", default="bench-kafka.json")
+    args = parser.parse_args(argv)
+    results = run(args.records, args.partitions, args.workers, args.bootstrap)
+    print(table(results))
+    payload = [{**asdict(r), "rate": r.rate} for r in results]
+    Path(args.json).write_text(json.dumps({"query": QUERY, "results": payload}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -155,6 +155,7 @@ class StreamJobServer:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self._query_seq = 0
+        self._reserved: set[str] = set()  # names of jobs being built
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -199,17 +200,23 @@ class StreamJobServer:
         if not statements:
             raise ConfigError("sql", "", "at least one SELECT or CREATE STREAM|TABLE statement")
         with self._lock:
-            jobs = self._build_all(statements)
-            for job in jobs:
-                self._jobs[job.name] = job
-                job.start()
-            self._start_watchdog()
+            names = self._names(statements)
+            self._reserved.update(names)
+        try:
+            jobs = self._build_all(names, statements)  # V2 workers start: not under the lock
+            with self._lock:
+                for job in jobs:
+                    self._jobs[job.name] = job
+                    job.start()
+                self._start_watchdog()
+        finally:
+            with self._lock:
+                self._reserved.difference_update(names)
         for job in jobs:
             log.info("deployed job %s on %s", job.name, job.choice.label)
         return [job.status() for job in jobs]
 
-    def _build_all(self, statements: list[Statement]) -> list[Job]:
-        names = self._names(statements)
+    def _build_all(self, names: list[str], statements: list[Statement]) -> list[Job]:
         built: list[Job] = []
         try:
             for name, statement in zip(names, statements, strict=True):
@@ -228,6 +235,8 @@ class StreamJobServer:
                 raise ConfigError("job name", name, "letters, digits, '_', '.', '-'")
             if name in names:
                 raise JobConflictError(f"the app creates '{name}' twice")
+            if name in self._reserved:
+                raise JobConflictError(f"job '{name}' is being deployed")
             existing = self._jobs.get(name)
             if existing is not None and not existing.state.terminal:
                 raise JobConflictError(
@@ -240,7 +249,7 @@ class StreamJobServer:
         while True:
             self._query_seq += 1
             name = f"query_{self._query_seq}"
-            if name not in self._jobs and name not in taken:
+            if name not in self._jobs and name not in taken and name not in self._reserved:
                 return name
 
     def _build(self, name: str, statement: Statement) -> Job:

@@ -351,3 +351,23 @@ def write_sql(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.sql"
     path.write_text(text)
     return path
+
+
+def test_cli_server_refuses_a_public_address_without_token(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from flowsql.server.commands import register
+
+    cli = typer.Typer()
+    register(cli)
+    config = tmp_path / "flowsql.yaml"
+    config.write_text("server:\n  host: 0.0.0.0\n")
+    result = CliRunner().invoke(
+        cli, ["server", "--config", str(config)], env={"FLOWSQL_API_TOKEN": ""}
+    )
+    assert result.exit_code == 2
+    assert "server.host" in result.output and "FLOWSQL_API_TOKEN" in result.output
+    config.write_text("server:\n  processor_architecture: v3\n")
+    result = CliRunner().invoke(cli, ["server", "--config", str(config)])
+    assert result.exit_code == 2 and "'v3'" in result.output and "v1, v2" in result.output

@@ -23,7 +23,7 @@ from flowsql.connectors.generator import make_generator
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
 from flowsql.server.api import create_app
-from flowsql.server.config import ServerSettings
+from flowsql.server.config import ServerSettings, V2Settings
 from flowsql.server.jobserver import StreamJobServer
 
 QUERIES = {
@@ -100,7 +100,7 @@ class Paced:
         self.sources: dict[str, PacedSource] = {}
         self.sinks: dict[str, RowsSink] = {}
         self.server = StreamJobServer(
-            ServerSettings(v2_config={"num_partitions": 2}),
+            ServerSettings(v2_config=V2Settings(num_partitions=2)),
             source_factory=self._source,
             sink_factory=self._sink,
         )
@@ -132,6 +132,10 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
+def wait_for_records(paced: Paced, name: str, count: int) -> None:
+    wait_until(lambda: paced.server.status(name).records_in >= count, f"{count} records read")
+
+
 def canonical(rows: list[dict[str, Any]]) -> list[tuple]:
     """Rows as a sorted multiset (V2 may emit a batch's rows in another order)."""
     return sorted(tuple(sorted(row.items())) for row in rows)
@@ -150,10 +154,7 @@ def run(
     for count, processor, partitions in PLAN:
         source.push(batches[fed : fed + count])
         fed += count
-        expected = sum(b.num_rows for b in batches[:fed])
-        wait_until(
-            lambda n=expected: paced.server.status(name).records_in >= n, f"{fed} batches read"
-        )
+        wait_for_records(paced, name, sum(b.num_rows for b in batches[:fed]))
         if switch is not None:
             status = switch(name, processor, partitions)
             assert status["processor_version"] == processor.upper()

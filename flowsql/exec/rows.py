@@ -513,7 +513,7 @@ class FrameAggregate(WindowFunction):
         return acc
 
     def snapshot(self, size: int) -> dict[str, Any]:
-        return {role: (arr.copy(), self.ident[role]) for role, arr in self.carry.items()}
+        return {role: (arr[:size].copy(), self.ident[role]) for role, arr in self.carry.items()}
 
     def restore(self, state: dict[str, Any], remap: np.ndarray) -> None:
         self.carry, self.ident = {}, {}
@@ -659,7 +659,7 @@ class RowsWindowOp:
             (f"k{i}", "ascending" if asc else "descending")
             for i, (_, asc) in enumerate(self.node.order_by)
         ]
-        order = pc.sort_indices(table, sort_keys=sort_keys, null_placement="at_end")
+        order = pc.sort_indices(table, sort_keys=sort_keys)  # NULLs last
         return order.to_numpy().astype(np.int64)
 
     def _grow(self, size: int) -> None:

@@ -151,7 +151,7 @@ SESSION_DUCK = session_duck("COUNT(*) AS n, SUM(price) AS s", 100)
     ],
 )
 def test_window_dialects(sql: str, duck: str, table: pa.Table) -> None:
-    check_differential(sql, table, duck, batch_rel=1e-12)
+    check_differential(sql, table.slice(0, 100), duck, batch_rel=1e-12)
 
 
 # -- HAVING ---------------------------------------------------------------------------------
@@ -162,8 +162,10 @@ def test_window_dialects(sql: str, duck: str, table: pa.Table) -> None:
     [
         ("COUNT(*) > 3 AND AVG(price) > 200", None),
         ("SUM(amount) > 50000.00 OR MIN(qty) < 20", None),
-        ("MAX(price) - MIN(price) > 300", None),
-        ("n >= 4", "COUNT(*) >= 4"),
+        (
+            "n >= 4 AND MAX(price) - MIN(price) > 300",
+            "COUNT(*) >= 4 AND MAX(price) - MIN(price) > 300",
+        ),
         ("COUNT(DISTINCT venue) = 3 AND symbol IS NOT NULL", None),
     ],
 )

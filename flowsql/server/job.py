@@ -341,7 +341,7 @@ class Job:
             dead_lettered=c.dead_carried + c.dead_now + failures.dead_lettered,
             failed_batches=failures.failed_batches,
             retries=failures.retries,
-            last_error=self.redactor.text(self._last_error or self._failures.last_error),
+            last_error=_headline(self.redactor.text(self._last_error or self._failures.last_error)),
             failure_strategy=self.policy.strategy.value,
             started_at=self._started.isoformat(timespec="seconds"),
             finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
@@ -566,6 +566,13 @@ def _describe(exc: BaseException, processor: JobProcessor) -> str:
     if is_processor_broken(exc, processor) and processor.processor_version != "V1":
         return f"processor {processor.processor_name} failed: {text}"
     return text
+
+
+def _headline(error: str | None) -> str | None:
+    """An error without the worker traceback V2 appends (that stays in the log)."""
+    if error is None:
+        return None
+    return error.split("\nTraceback", 1)[0].rstrip()[:2000]
 
 
 def _allowed_lateness(plan: n.Node) -> int:

@@ -232,8 +232,12 @@ class Job:
         self._pause_requested = True
         with self._boundary(timeout) as reached:
             if reached and not self._state.terminal and self._pause_requested:
-                self._drain()
-                self.sink.flush()
+                try:
+                    self._drain()
+                    self.sink.flush()
+                except Exception as exc:  # a dead V2 worker, a broken sink: the job fails
+                    self._fail(exc)
+                    return self._state
                 self._set_state(JobState.PAUSED)
         return self._state
 

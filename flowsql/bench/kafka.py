@@ -63,10 +63,14 @@ def produce_trades(
 ) -> None:
     """Create ``topic`` and fill it with JSON trades keyed by symbol, 1 ms apart."""
     import confluent_kafka as ck
+    from confluent_kafka.admin import AdminClient, NewTopic
 
-    from flowsql.connectors.kafka import ensure_topic
-
-    ensure_topic(bootstrap, topic, partitions)
+    # Quix Streams derives its changelog topics from these (Tansu reports only
+    # what a topic was created with).
+    config = {"retention.ms": "604800000", "retention.bytes": "-1"}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, partitions, 1, config=config)]).values():
+        fut.result(30)
     producer = ck.Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000}
     )

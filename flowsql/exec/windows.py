@@ -102,11 +102,11 @@ class Tumbling(Windower):
 
     def assign(self, arrival: Arrival) -> Assignment:
         ts = arrival.ts
-        if not arrival.in_order:
+        w0, w1 = int(ts[0]) // self.size, int(ts[-1]) // self.size
+        if not arrival.in_order or w1 - w0 > 64:
             window = ts // self.size
             return Assignment(None, window, int(window.min()), int(window.max()))
         # Sorted: windows are runs; find their borders instead of dividing every row.
-        w0, w1 = int(ts[0]) // self.size, int(ts[-1]) // self.size
         if w0 == w1:
             return Assignment(None, np.full(len(ts), w0, dtype=np.int64), w0, w1)
         cuts = np.searchsorted(ts, np.arange(w0 + 1, w1 + 1, dtype=np.int64) * self.size)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -76,6 +77,7 @@ class JsonlDecoder:
         self.schema: pa.Schema | None = None
         self._polars: dict[str, Any] = {}
         self._checks: dict[str, Callable[[Any], bool]] = {}
+        self._validator: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
         if schema is not None:
             self._set_schema(schema)
 
@@ -105,6 +107,7 @@ class JsonlDecoder:
         self.schema = schema
         self._polars = {f.name: _polars_type(f.type) for f in schema}
         self._checks = {f.name: _check_for(f.type) for f in schema}
+        self._validator = _validator(schema)
 
     def _bulk(self, chunk: bytes) -> pa.Table:
         if not chunk or chunk.isspace():
@@ -120,6 +123,49 @@ class JsonlDecoder:
         return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table)
 
     def _decode_dirty(self, chunk: bytes, first_line: int) -> Decoded:
+        """A chunk the bulk parser refused: find the bad lines with msgspec (in C,
+        restarting after each bad line), parse the rest in bulk. Falls back to
+        checking line by line when the two parsers disagree."""
+        lines = _Lines(chunk)
+        bad = self._find_bad(chunk, lines)
+        if bad is not None:
+            keep = ~lines.blank
+            keep[[i for i, _ in bad]] = False
+            numbers = np.flatnonzero(keep).astype(np.int64) + first_line
+            try:
+                table = self._bulk(lines.without(chunk, [i for i, _ in bad]))
+            except (pl.exceptions.PolarsError, OverflowError, ValueError):
+                table = None
+            if table is not None and table.num_rows == len(numbers):
+                letters = [self._letter(err, lines.raw(chunk, i), first_line + i) for i, err in bad]
+                batch = self._finish(table, numbers) if len(numbers) else None
+                return Decoded(batch, letters)
+        return self._decode_line_by_line(chunk, first_line)
+
+    def _find_bad(self, chunk: bytes, lines: _Lines) -> list[tuple[int, str]] | None:
+        """(line index, error) of every line msgspec rejects, or None if unsure."""
+        view = memoryview(chunk)
+        bad: list[tuple[int, str]] = []
+        line = 0
+        while line < len(lines.starts):
+            start = int(lines.starts[line])
+            try:
+                self._validator.decode_lines(view[start:])
+                return bad
+            except msgspec.ValidationError as exc:
+                found = _ROW.search(str(exc))
+                line = lines.nth_nonblank(line, int(found.group(1))) if found else -1
+            except msgspec.DecodeError as exc:
+                found = _BYTE.search(str(exc))
+                line = lines.line_at(start + int(found.group(1))) if found else -1
+            error = self._check(lines.raw(chunk, line)) if line >= 0 else ""
+            if not error:
+                return None  # the validator and the checks disagree
+            bad.append((line, error))
+            line += 1
+        return bad
+
+    def _decode_line_by_line(self, chunk: bytes, first_line: int) -> Decoded:
         good: list[bytes] = []
         numbers: list[int] = []
         letters: list[DeadLetter] = []
@@ -186,6 +232,49 @@ class JsonlDecoder:
         )
 
 
+_ROW = re.compile(r"at `\$\[(\d+)\]")
+_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
+class _Lines:
+    """Where each line of a chunk starts and ends (newline excluded)."""
+
+    def __init__(self, chunk: bytes) -> None:
+        raw = np.frombuffer(chunk, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10)
+        if chunk and not chunk.endswith(b"\n"):
+            ends = np.append(ends, len(chunk))
+        self.starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        self.ends = ends.astype(np.int64)
+        length = self.ends - self.starts
+        self.blank = length == 0
+        for i in np.flatnonzero((length > 0) & (length <= 16)):  # short lines are rare
+            self.blank[i] = chunk[int(self.starts[i]) : int(self.ends[i])].isspace()
+        self._seen = np.cumsum(~self.blank)  # non-blank lines up to and including i
+
+    def line_at(self, offset: int) -> int:
+        """The line holding byte ``offset``."""
+        return min(int(np.searchsorted(self.ends, offset)), len(self.ends) - 1)
+
+    def nth_nonblank(self, line: int, n: int) -> int:
+        """The ``n``-th (0-based) non-blank line from ``line`` on."""
+        before = int(self._seen[line - 1]) if line else 0
+        return int(np.searchsorted(self._seen, before + n + 1))
+
+    def raw(self, chunk: bytes, line: int) -> bytes:
+        """The text of ``line`` without its line end."""
+        return chunk[int(self.starts[line]) : int(self.ends[line])].rstrip(b"\r")
+
+    def without(self, chunk: bytes, lines: list[int]) -> bytes:
+        """The chunk with the given lines cut out (each with its newline)."""
+        parts, at = [], 0
+        for line in sorted(lines):
+            parts.append(chunk[at : int(self.starts[line])])
+            at = int(self.ends[line]) + 1
+        parts.append(chunk[at:])
+        return b"".join(parts)
+
+
 def _line_numbers(chunk: bytes, first_line: int, rows: int, lines: int) -> np.ndarray:
     """Line number of each decoded row: consecutive unless the chunk has blank lines."""
     if lines == rows:
@@ -225,6 +314,19 @@ def _polars_type(t: pa.DataType) -> Any:
     if pa.types.is_floating(t):
         return pl.Float64
     return pl.String  # strings, decimals (exact text), timestamps (ISO text)...
+
+
+def _validator(schema: pa.Schema) -> msgspec.json.Decoder[Any]:
+    """A msgspec decoder that accepts exactly the lines the bulk parser accepts."""
+    int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+    kinds = {pl.Boolean: bool, pl.Int64: int64, pl.Float64: float}
+    fields = [
+        (f"f{i}", kinds[t] | None if (t := _polars_type(f.type)) in kinds else Any, None)
+        for i, f in enumerate(schema)
+    ]
+    rename = {f"f{i}": f.name for i, f in enumerate(schema)}
+    row = msgspec.defstruct("Row", fields, rename=rename, gc=False)
+    return msgspec.json.Decoder(row)
 
 
 def _is_number(v: Any) -> bool:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import decimal
 import json
+import random
 
 import pyarrow as pa
+import pytest
 
 from flowsql.connectors.jsonl import JsonlDecoder, encode_lines, infer_schema
 
@@ -118,3 +120,58 @@ def test_encode_lines_keys_order_and_types() -> None:
 
 def test_encode_empty_batch() -> None:
     assert encode_lines(pa.record_batch({"a": pa.array([], pa.int64())})) == b""
+
+
+CORRUPTIONS = [
+    b"not json",
+    b'{"symbol":"X","price":"cheap","quantity":1,"timestamp":1}',
+    b'{"symbol":"X","price":1.0,"quantity":2.5,"timestamp":1}',
+    b'{"symbol":"X","price":1.0,"quantity":true,"timestamp":1}',
+    b'{"symbol":"X","price":1.0,"quantity":99999999999999999999,"timestamp":1}',
+    b"[1, 2, 3]",
+    b'"just a string"',
+    b'{"symbol":["a"],"price":{"x":1},"quantity":null}',
+    b"",
+    b"\r",
+    b"   ",
+    b'{"symbol":"X","price":1.0,"quantity":1,"timestamp":1}\r',
+    b'{"unterminated": "str',
+    b"\xff\xfe not utf8",
+]
+
+
+GLUED = b'{"symbol":"X","price":1.0,"quantity":1,"timestamp":1}{"symbol":"Y"}'
+
+
+@pytest.mark.parametrize("glued", [False, True])
+def test_fast_dirty_path_agrees_with_line_by_line(
+    glued: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dirty chunks: msgspec finds the bad lines (the fast path) and the result
+    equals checking every line. Two objects glued on one line pass msgspec but
+    not polars, which sends the chunk line by line."""
+    rng = random.Random(7)
+    base = [
+        b'{"symbol":"S%d","price":%d.25,"quantity":%d,"timestamp":%d}' % (i % 5, i, i, 1000 + i)
+        for i in range(3000)
+    ]
+    corruptions = [*CORRUPTIONS, GLUED] if glued else CORRUPTIONS
+    for trial in range(15):
+        lines = list(base)
+        for _ in range(rng.randint(1, 40)):
+            lines[rng.randrange(len(lines))] = rng.choice(corruptions)
+        if glued:
+            lines[5] = GLUED
+        chunk = b"\n".join(lines) + (b"\n" if trial % 2 else b"")
+        decoder = JsonlDecoder(infer_schema(b"\n".join(base[:100])), path="f")
+        slow = decoder._decode_line_by_line(chunk, 1)
+        if not glued:
+            monkeypatch.setattr(decoder, "_decode_line_by_line", _fail)
+        fast = decoder.decode(chunk, 1)
+        assert fast.letters == slow.letters, trial
+        assert fast.batch is not None and slow.batch is not None
+        assert fast.batch.equals(slow.batch), trial
+
+
+def _fail(*args: object) -> None:
+    raise AssertionError("took the line-by-line path")

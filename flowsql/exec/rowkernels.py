@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -281,6 +280,7 @@ class Frames:
         self.at, self.preceding = at, preceding
         start = rownum - preceding
         self.cross = np.flatnonzero((start > 0) & (start % block != 0))
+        self.back = at[self.cross] - preceding  # where the cross frames start
         self.span = np.minimum(rownum, preceding)
         pad = seg_base % block
         cells = -(-(pad + seg_lengths) // block) * block
@@ -289,6 +289,9 @@ class Frames:
             self.cells = int(cells.sum())
             shift = np.cumsum(cells) - cells + pad - (np.cumsum(seg_lengths) - seg_lengths)
             self.flat = np.repeat(shift, seg_lengths) + np.arange(size)
+            self.flat_at = self.flat[at]
+            back = self.flat[self.back]  # in the row-reversed grid of suffixes:
+            self.back_flat = back - back % block + (block - 1 - back % block)
             return
         absolute = np.repeat(seg_base, seg_lengths) + ranges(seg_lengths)
         first = absolute % block == 0
@@ -298,36 +301,31 @@ class Frames:
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
         """``ufunc`` over each frame; ``values`` hold the identity where NULL."""
-        prefix, suffix = self._accumulate(ufunc, values)
-        out = prefix[self.at]
+        if self.blocks is not None:
+            out = self.blocks.accumulate(ufunc, values)[self.at]
+            suffix = values[:0]
+            if len(self.cross):
+                suffix = self.blocks.accumulate(ufunc, values, reverse=True)[self.back]
+        else:
+            out, suffix = self._grid_accumulate(ufunc, values)
         if len(self.cross):
-            at = self.at[self.cross]
             with np.errstate(all="ignore"):
-                out[self.cross] = ufunc(suffix()[at - self.preceding], out[self.cross])
+                out[self.cross] = ufunc(suffix, out[self.cross])
         return out
 
-    def _accumulate(
+    def _grid_accumulate(
         self, ufunc: np.ufunc, values: np.ndarray
-    ) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-        """Block prefixes, and a function computing block suffixes, at flat positions."""
-        blocks = self.blocks
-        if blocks is not None:
-            return blocks.accumulate(ufunc, values), lambda: blocks.accumulate(
-                ufunc, values, reverse=True
-            )
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Block prefixes at ``at`` and block suffixes at the cross frames' starts."""
         matrix = np.full(self.cells, identity_of(ufunc, values), dtype=values.dtype)
         matrix[self.flat] = values
         grid = matrix.reshape(-1, self.block)
-        backward = grid[:, ::-1].copy()
+        backward = grid[:, ::-1].copy() if len(self.cross) else grid[:0]
         with np.errstate(all="ignore"):
             ufunc.accumulate(grid, axis=1, out=grid)
-
-        def suffix() -> np.ndarray:
-            with np.errstate(all="ignore"):
+            if len(self.cross):
                 ufunc.accumulate(backward, axis=1, out=backward)
-            return backward[:, ::-1].ravel()[self.flat]
-
-        return matrix[self.flat], suffix
+        return matrix[self.flat_at], backward.ravel()[self.back_flat]
 
     def count(self, valid: np.ndarray) -> np.ndarray:
         """Number of valid values in each frame (exact prefix-sum differences)."""

@@ -262,7 +262,10 @@ class Round:
             here = self.vals(expr)
             tail = self.op.tail_column(expr, self._tail_idx, here)
             data = np.concatenate([tail.data, here.data])[self.ext_src]
-            valid = np.concatenate([tail.valid, here.valid])[self.ext_src]
+            if tail.valid.all() and here.valid.all():
+                valid = np.ones(len(data), dtype=bool)
+            else:
+                valid = np.concatenate([tail.valid, here.valid])[self.ext_src]
             self._ext[expr] = Vals(data, valid, here.type, here.kind)
         return self._ext[expr]
 
@@ -430,7 +433,8 @@ class FrameAggregate(WindowFunction):
         data = v.data
         if v.kind == "dec" and self.fn in ("sum", "avg") and data.dtype != object:
             data = _widen_for_sum(data, self.preceding)
-        data = np.where(v.valid, data, identity_of(ufunc, data))
+        if not v.valid.all():
+            data = np.where(v.valid, data, identity_of(ufunc, data))
         total = self._reduce(rnd, ufunc, data, "value")
         return self._result(v, total, count)
 

@@ -175,7 +175,7 @@ class PartitionedJobCoordinator:
         self._check_open()
         self._collect(block=True)
         states = self._ask_all("snapshot")
-        merged = merge_states(states, self.statement.plan)
+        merged = merge_states(states, self.statement.plan, self.router)
         merged["max_event_time"] = self.metrics.max_event_time
         return merged
 
@@ -432,22 +432,49 @@ def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:
 #   merge keeps their maximum.
 
 
-def merge_states(states: Sequence[dict[str, Any]], plan: n.Node) -> dict[str, Any]:
-    """Merge the partitions' ``Engine.snapshot()`` into one (V1's format)."""
+def merge_states(
+    states: Sequence[dict[str, Any]], plan: n.Node, router: HashRouter
+) -> dict[str, Any]:
+    """Merge the partitions' ``Engine.snapshot()`` into one (V1's format).
+
+    Only what partition ``p`` owns under ``router`` is taken from it: an
+    operator may hold empty entries for keys it has seen in a dictionary but
+    never received rows for.
+    """
     if len(states) == 1:
         return dict(states[0])
     nodes = operator_nodes(plan)
-    ops = [
-        _merge_rows([st["operators"][i] for st in states])
-        if _is_rows_state(node, states[0]["operators"][i])
-        else merge_values([st["operators"][i] for st in states])
-        for i, node in enumerate(nodes)
-    ]
-    merged = dict(
-        merge_values([{k: v for k, v in st.items() if k != "operators"} for st in states])
-    )
+    aliases = key_aliases(plan)
+    ops = []
+    for i, node in enumerate(nodes):
+        parts = [st["operators"][i] for st in states]
+        if _is_rows_state(node, parts[0]):
+            owned = [_owned_rows(op, router, node, p) for p, op in enumerate(parts)]  # type: ignore[arg-type]
+            ops.append(_merge_rows(owned))
+        else:
+            owned = [_owned_tables(op, router, aliases, p) for p, op in enumerate(parts)]
+            ops.append(merge_values(owned))
+    rest = [{k: v for k, v in st.items() if k != "operators"} for st in states]
+    merged = dict(merge_values(rest))
     merged["operators"] = ops
     return merged
+
+
+def _owned_tables(state: Any, router: HashRouter, aliases: dict[str, str], p: int) -> Any:
+    """``state`` with its keyed tables cut to the rows partition ``p`` owns."""
+    if isinstance(state, pa.Table | pa.RecordBatch):
+        names = set(state.schema.names)
+        columns = [c if c in names else aliases.get(c, c) for c in router.key_columns]
+        if not router.key_columns or not all(c in names for c in columns):
+            return state
+        ids = router.partitions_of([state.column(c) for c in columns])
+        return state.filter(pa.array(ids == p))
+    if isinstance(state, dict):
+        return {k: _owned_tables(v, router, aliases, p) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        items = [_owned_tables(v, router, aliases, p) for v in state]
+        return type(state)(items) if isinstance(state, tuple) else items
+    return state
 
 
 def split_state(state: dict[str, Any], router: HashRouter, plan: n.Node) -> list[dict[str, Any]]:
@@ -551,11 +578,26 @@ def _is_rows_state(node: n.Node, state: Any) -> bool:
     return isinstance(node, n.RowsWindow) and isinstance(state, dict) and set(state) >= _ROWS_FIELDS
 
 
-def _split_rows(state: dict[str, Any], router: HashRouter, node: n.RowsWindow) -> list[Any]:
-    size = int(state["size"])
+def _rows_partitions(state: dict[str, Any], router: HashRouter, node: n.RowsWindow) -> np.ndarray:
+    """The partition of each id of a ROWS window state."""
+    if not int(state["size"]):
+        return np.zeros(0, np.uint16)
     keys = list(state["keys"])
-    columns = [_partition_by_values(node, keys, c) for c in router.key_columns]
-    part = router.partitions_of(columns) if size else np.zeros(0, np.uint16)
+    return router.partitions_of([_partition_by_values(node, keys, c) for c in router.key_columns])
+
+
+def _owned_rows(
+    state: dict[str, Any], router: HashRouter, node: n.RowsWindow, p: int
+) -> dict[str, Any]:
+    ids = np.flatnonzero(_rows_partitions(state, router, node) == p)
+    held = _held(state)
+    pending = state["pending"]
+    mine = np.flatnonzero(router.partitions(pending) == p) if held else np.zeros(0, np.int64)
+    return _select_rows_state(state, ids, mine)
+
+
+def _split_rows(state: dict[str, Any], router: HashRouter, node: n.RowsWindow) -> list[Any]:
+    part = _rows_partitions(state, router, node)
     pending = state["pending"]
     pending_part = router.partitions(pending) if pending is not None else np.zeros(0, np.uint16)
     out = []

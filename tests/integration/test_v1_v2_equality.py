@@ -73,7 +73,8 @@ def trades(rows: int = 4_000, seed: int = 7) -> pa.Table:
     late = (rng.random(rows) < 0.05) * rng.integers(0, 1_500, rows)
     return pa.table(
         {
-            "symbol": pa.array([f"S{i}" for i in rng.integers(0, 11, rows)]),
+            # dictionary-encoded like the generator's: every partition sees every value
+            "symbol": pa.array([f"S{i}" for i in rng.integers(0, 11, rows)]).dictionary_encode(),
             "price": np.round(rng.uniform(1, 100, rows), 2),
             "qty": rng.integers(1, 50, rows),
             "ts": T0 + np.arange(rows, dtype=np.int64) * 3 - late,

@@ -257,9 +257,10 @@ class _Lines:
         return min(int(np.searchsorted(self.ends, offset)), len(self.ends) - 1)
 
     def nth_nonblank(self, line: int, n: int) -> int:
-        """The ``n``-th (0-based) non-blank line from ``line`` on."""
+        """The ``n``-th (0-based) non-blank line from ``line`` on (-1: none)."""
         before = int(self._seen[line - 1]) if line else 0
-        return int(np.searchsorted(self._seen, before + n + 1))
+        found = int(np.searchsorted(self._seen, before + n + 1))
+        return found if found < len(self._seen) else -1
 
     def raw(self, chunk: bytes, line: int) -> bytes:
         """The text of ``line`` without its line end."""

@@ -48,7 +48,14 @@ from flowsql.plan.partial import reads_column, split_plan
 from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
 from flowsql.server.router import HashRouter
 from flowsql.server.twophase import SourceSplit, SplitRun
-from flowsql.server.worker import EngineSpec, PartitionWorker, Reply, close_all, worker_env
+from flowsql.server.worker import (
+    EngineSpec,
+    PartitionError,
+    PartitionWorker,
+    Reply,
+    close_all,
+    worker_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,21 @@ PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
 
 #: Batches each partition may have outstanding before the coordinator waits.
 DEFAULT_MAX_IN_FLIGHT = 3
+
+
+class BatchError(ExecutionError):
+    """A batch raised in a partition (bad data, e.g. a CAST that fails). The
+    workers live on, as V1's engine would; the batch's outputs are dropped.
+
+    With batches in flight the error surfaces on a later call: ``batch`` is the
+    input batch that failed. ``process_batch`` raises it *before* accepting its
+    own batch, so a caller applying a failure policy handles ``exc.batch`` and
+    then gives its current batch again.
+    """
+
+    def __init__(self, message: str, batch: pa.RecordBatch | None) -> None:
+        super().__init__(message)
+        self.batch = batch
 
 
 class PartitionedJobCoordinator:
@@ -107,6 +129,9 @@ class PartitionedJobCoordinator:
         self._done = False
         self._closed = False
         self._ran_splits = False
+        self._inputs: dict[int, pa.RecordBatch] = {}  # batches in flight, by seq
+        self._errors: dict[int, PartitionError] = {}
+        self._failed: list[BatchError] = []
         self.workers: list[PartitionWorker] = []
         try:
             spec = EngineSpec(statement, self.job)
@@ -140,6 +165,8 @@ class PartitionedJobCoordinator:
         self._check_open()
         if isinstance(batch, pa.Table):
             return [o for b in batch.to_batches() for o in self.process_batch(b)]
+        self._collect(block=False)
+        self._raise_failed()
         if not self._done and batch.num_rows:
             self._route(batch)
         self._collect(block=False)
@@ -153,6 +180,7 @@ class PartitionedJobCoordinator:
         """
         self._check_open()
         self._collect(block=True)
+        self._raise_failed()
         return self._take_ready()
 
     def flush(self) -> list[pa.RecordBatch]:
@@ -161,8 +189,10 @@ class PartitionedJobCoordinator:
         if self._ran_splits:
             return []  # run_splits already flushed
         self._collect(block=True)
+        self._raise_failed()
         self._broadcast("flush")
         self._collect(block=True)
+        self._raise_failed()
         return self._take_ready()
 
     def snapshot(self) -> dict[str, Any]:
@@ -236,6 +266,7 @@ class PartitionedJobCoordinator:
     # ------------------------------------------------------------- routing
 
     def _route(self, batch: pa.RecordBatch) -> None:
+        given = batch
         self.metrics.records_in += batch.num_rows
         batch, letters = self._clock.assign(batch)
         if letters:
@@ -252,6 +283,7 @@ class PartitionedJobCoordinator:
         prev = self.metrics.max_event_time
         self.metrics.max_event_time = high if prev is None else max(prev, high)
         parts = self.router.split(batch)
+        self._inputs[self.routed[0].sent] = given
         for w, part in zip(self.routed, parts, strict=True):
             self._wait_for_credit(w)
             self._send(w, "batch", self.metrics.max_event_time, [part])
@@ -275,10 +307,13 @@ class PartitionedJobCoordinator:
                 got_seq, out, reply = self._receive(w)
                 self._store(p, got_seq, out, reply)
                 if got_seq == seq:
-                    values[p] = reply.value
+                    values[p] = reply
                     break
         self._merge_complete()
-        return values
+        for reply in values:
+            if isinstance(reply, PartitionError):
+                raise reply
+        return [reply.value for reply in values]
 
     # ----------------------------------------------------------- collecting
 
@@ -309,8 +344,11 @@ class PartitionedJobCoordinator:
             self._fail(w.death_error())
         return False
 
-    def _receive(self, w: PartitionWorker) -> tuple[int, list[pa.RecordBatch], Reply]:
-        """The next reply of ``w``; while waiting, a death of *any* worker raises."""
+    def _receive(
+        self, w: PartitionWorker
+    ) -> tuple[int, list[pa.RecordBatch], Reply | PartitionError]:
+        """The next reply of ``w`` (or the error its handler raised); while
+        waiting, a death of *any* worker raises."""
         others = [x for x in self.workers if x is not w]
         while True:
             ready = wait([w.conn, w.process.sentinel, *(x.process.sentinel for x in others)])
@@ -319,6 +357,8 @@ class PartitionedJobCoordinator:
                     self._fail(x.death_error())
             try:
                 got = w.receive(timeout=0)
+            except PartitionError as exc:
+                return exc.seq, [], exc
             except ExecutionError as exc:
                 self._fail(exc)
             if got is not None:
@@ -329,7 +369,13 @@ class PartitionedJobCoordinator:
         self.close()
         raise error
 
-    def _store(self, p: int, seq: int, out: list[pa.RecordBatch], reply: Reply) -> None:
+    def _store(
+        self, p: int, seq: int, out: list[pa.RecordBatch], reply: Reply | PartitionError
+    ) -> None:
+        if isinstance(reply, PartitionError):
+            self._errors.setdefault(seq, reply)
+            self._pending.setdefault(seq, {})[p] = []
+            return
         self._late[p] = reply.late_records
         self.metrics.late_records = sum(self._late)
         if reply.dead_letters:
@@ -343,10 +389,20 @@ class PartitionedJobCoordinator:
         """Move the outputs of every batch all partitions answered to ``_ready``."""
         routed = self.router.num_partitions
         while len(got := self._pending.get(self._next_seq, {})) == routed:
-            del self._pending[self._next_seq]
+            seq = self._next_seq
+            del self._pending[seq]
             self._next_seq += 1
+            given = self._inputs.pop(seq, None)
+            if seq in self._errors:
+                error = self._errors.pop(seq)
+                self._failed.append(BatchError(str(error), given))
+                continue
             per_partition = [got[p] for p in range(routed)]
             self._ready += merge_outputs(per_partition, self._order_keys)
+
+    def _raise_failed(self) -> None:
+        if self._failed:
+            raise self._failed.pop(0)
 
     def _take_ready(self) -> list[pa.RecordBatch]:
         out, self._ready = self._ready, []

@@ -79,6 +79,14 @@ class Reply:
     value: Any = None  # snapshot state, split statistics, ...
 
 
+class PartitionError(ExecutionError):
+    """A message raised in a worker (the worker lives on); ``seq`` says which."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
 # ---------------------------------------------------------------- Arrow frames
 
 
@@ -322,7 +330,9 @@ class PartitionWorker:
             raise self.death_error() from exc
         self.answered += 1
         if status == "error":
-            raise ExecutionError(f"job '{self.job}': partition {self.partition} failed: {payload}")
+            raise PartitionError(
+                f"job '{self.job}': partition {self.partition} failed: {payload}", seq
+            )
         return seq, decode_frames(frames), payload
 
     def death_error(self) -> ExecutionError:

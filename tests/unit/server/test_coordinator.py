@@ -17,7 +17,12 @@ from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, split_plan
 from flowsql.records import ListDeadLetters
-from flowsql.server.coordinator import PartitionedJobCoordinator, merge_outputs, prior_max
+from flowsql.server.coordinator import (
+    BatchError,
+    PartitionedJobCoordinator,
+    merge_outputs,
+    prior_max,
+)
 from flowsql.server.processor import JobProcessor
 from flowsql.server.twophase import jsonl_splits, shift_letter
 from flowsql.sql import parse_one
@@ -121,13 +126,21 @@ def test_failure_is_visible_without_a_call_and_close_reaps() -> None:
         v2.process_batch(trades(10).to_batches()[0])
 
 
-def test_worker_error_is_raised_as_execution_error() -> None:
-    sql = "SELECT symbol FROM t WHERE qty > 1"
+def test_a_batch_that_fails_in_a_partition_is_reported_and_the_workers_live_on() -> None:
+    sql = "SELECT CAST(symbol AS INT) AS n FROM t"
+    ok = pa.record_batch({"symbol": ["1", "2"], "ts": [T0, T0 + 1]})
+    bad = pa.record_batch({"symbol": ["3", "x"], "ts": [T0 + 2, T0 + 3]})
+    out: list[pa.RecordBatch] = []
     with PartitionedJobCoordinator(parse_one(sql), num_partitions=2) as v2:
-        bad = pa.record_batch({"symbol": ["a"], "ts": [T0]})  # no qty column
-        with pytest.raises(ExecutionError, match="partition"):
-            v2.process_batch(bad)
-            v2.drain()
+        out += v2.process_batch(ok)
+        out += v2.process_batch(bad)
+        with pytest.raises(BatchError, match="partition 1") as failed:
+            out += v2.drain()
+        assert failed.value.batch is bad
+        out += v2.process_batch(ok)
+        out += v2.flush()
+        assert v2.failure is None
+    assert [r["n"] for r in _rows(out)] == [1, 2, 1, 2]
 
 
 def test_prior_max_is_the_max_of_all_rows_before() -> None:

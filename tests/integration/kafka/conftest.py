@@ -17,9 +17,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from kafka_helpers import names  # noqa: E402
 
 from tests.broker import Broker, BrokerUnavailable, start_broker  # noqa: E402
+from tests.integration.kafka.kafka_helpers import names  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from kafka_helpers import json_rows, produce, produce_json, read_all
 
 from flowsql.connectors.kafka import (
     DLQ_ERROR,
@@ -18,6 +17,7 @@ from flowsql.connectors.kafka import (
     kafka_source_from_properties,
 )
 from flowsql.records import ListDeadLetters
+from tests.integration.kafka.kafka_helpers import json_rows, produce, produce_json, read_all
 
 pytestmark = pytest.mark.kafka
 

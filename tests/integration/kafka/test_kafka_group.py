@@ -7,14 +7,20 @@ import threading
 import time
 from collections import Counter
 
+import confluent_kafka as ck
 import pyarrow as pa
 import pytest
-from kafka_helpers import CountingProcessor, json_rows, produce_json, read_all
-from test_kafka_job import job_sql, trades
 
 from flowsql.engine import query
 from flowsql.server.kafka_job import KafkaJob
 from flowsql.sql import parse_one
+from tests.integration.kafka.kafka_helpers import (
+    CountingProcessor,
+    json_rows,
+    produce_json,
+    read_all,
+)
+from tests.integration.kafka.test_kafka_job import job_sql, trades
 
 pytestmark = pytest.mark.kafka
 
@@ -102,3 +108,54 @@ def test_unkeyed_input_is_repartitioned_by_the_group_key(bootstrap, new_topic, t
     # the internal topic holds each row once, routed: one symbol -> one partition
     internal = read_all(bootstrap, job.spec.repartition_topic)
     assert sum(1 for m in internal if not m.headers()) >= 1
+
+
+def test_exactly_once_in_a_consumer_group_commits_offsets_in_the_transaction(
+    bootstrap, new_topic, tmp_path
+):
+    source, out = new_topic("eos-grp-in", 2), new_topic("eos-grp-out", 2)
+    rows = trades(2000)
+    produce_json(bootstrap, source, rows, key="symbol")
+    sql = job_sql(
+        "SELECT symbol, quantity FROM trades WHERE quantity > 3",
+        bootstrap=bootstrap,
+        source=source,
+        out=out,
+        group="g-eos-group",
+        ckpt=tmp_path,
+        trades__bounded="none",
+        processing__guarantee="exactly_once",
+    )
+    job = KafkaJob(parse_one(sql))
+    thread = _start(job)
+    _wait(lambda: job.stats.records_in == 2000)
+    job.stop()
+    thread.join(30)
+    got = json_rows(read_all(bootstrap, out))
+    assert len(got) == sum(1 for r in rows if r["quantity"] > 3)
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "g-eos-group"})
+    committed = consumer.committed([ck.TopicPartition(source, p) for p in (0, 1)], timeout=10)
+    consumer.close()
+    assert sum(c.offset for c in committed) == 2000  # every input offset, sent in the transactions
+    assert all(c.offset > 0 for c in committed)
+
+
+def test_plain_source_joins_the_group_when_unbounded(bootstrap, new_topic):
+    from flowsql.connectors.kafka import kafka_source_from_properties
+
+    topic = new_topic("plain-unbounded", 2)
+    produce_json(bootstrap, topic, trades(500), key="symbol")
+    props = {
+        "s.topic": topic,
+        "s.bootstrap.servers": bootstrap,
+        "s.group.id": "g-plain",
+        "s.batch.max.wait.ms": "200",
+    }
+    source = kafka_source_from_properties("s", props)
+    seen = 0
+    for batch in source.batches():
+        seen += batch.num_rows
+        if seen >= 500:
+            break
+    source.close()
+    assert seen == 500

@@ -13,10 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from kafka_helpers import json_rows, produce, produce_json, read_all
 
 from flowsql.server.kafka_job import CRASH_ENV, KafkaJob, KafkaJobSpec
 from flowsql.sql import parse_one
+from tests.integration.kafka.kafka_helpers import json_rows, produce, produce_json, read_all
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError
-from flowsql.records import TIMESTAMP, DeadLetter
+from flowsql.records import SYSTEM_COLUMNS, TIMESTAMP, DeadLetter
 
 #: Column names used as event time when nothing is configured and the input has
 #: no ``_timestamp`` column, in order of preference.
@@ -109,23 +109,34 @@ def _parse_strings(arr: pa.Array) -> tuple[pa.Array, str]:
     return merged, "not an epoch-ms integer or ISO-8601 timestamp"
 
 
+_ZONE = r"(Z|z|[+-]\d{2}:?\d{2})$"
+
+
 def _iso(arr: pa.Array) -> pa.Array:
+    """ISO-8601 strings -> epoch ms; values with a zone offset (``Z``, ``+02:00``)
+    are converted to UTC, values without one are taken as UTC wall time."""
+    zoned = pc.match_substring_regex(arr, _ZONE)
+    with_zone = _cast_ms(pc.if_else(zoned, arr, None), pa.timestamp("ms", "UTC"))
+    without_zone = _cast_ms(pc.if_else(pc.invert(zoned), arr, None), pa.timestamp("ms"))
+    return pc.coalesce(with_zone, without_zone)
+
+
+def _cast_ms(arr: pa.Array, to: pa.DataType) -> pa.Array:
     try:
-        return pc.cast(arr, pa.timestamp("ms")).cast(pa.int64())
+        return pc.cast(arr, to).cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    # Row-wise fallback for mixed/invalid values: only on batches that have them.
-    parsed = []
-    for v in arr.to_pylist():
-        try:
-            parsed.append(
-                pa.scalar(v).cast(pa.timestamp("ms")).cast(pa.int64()).as_py()
-                if v is not None
-                else None
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            parsed.append(None)
-    return pa.array(parsed, pa.int64())
+    # Value-wise fallback, only for batches holding unparseable strings.
+    return pa.array([_scalar_ms(v, to) for v in arr.to_pylist()], pa.int64())
+
+
+def _scalar_ms(value: str | None, to: pa.DataType) -> int | None:
+    if value is None:
+        return None
+    try:
+        return pa.scalar(value).cast(to).cast(pa.int64()).as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _set_column(batch: pa.RecordBatch, ts: pa.Array) -> pa.RecordBatch:
@@ -137,14 +148,13 @@ def _set_column(batch: pa.RecordBatch, ts: pa.Array) -> pa.RecordBatch:
 
 def _row_json(batch: pa.RecordBatch, i: int) -> str:
     row = batch.slice(i, 1).to_pylist()[0]
-    return json.dumps(row, default=str)
+    return json.dumps({k: v for k, v in row.items() if k not in SYSTEM_COLUMNS}, default=str)
 
 
 def _position(batch: pa.RecordBatch, i: int) -> str:
+    """Kafka: ``partition P offset O``; files: ``line N`` (``_offset`` is the line)."""
     names = batch.schema.names
-    parts = [
-        f"{c}={batch.column(c)[i].as_py()}"
-        for c in ("_partition", "_offset", "_line")
-        if c in names
-    ]
-    return " ".join(parts) or f"row {i}"
+    offset = batch.column("_offset")[i].as_py() if "_offset" in names else None
+    if "_partition" in names:
+        return f"partition {batch.column('_partition')[i].as_py()} offset {offset}"
+    return f"line {offset}" if offset is not None else f"row {i}"

@@ -1,0 +1,172 @@
+"""Timing and peak memory of one benchmark run, without psutil.
+
+Peak RSS of this process comes from ``VmHWM`` in ``/proc/self/status``, reset
+before each run by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0);
+where that is not possible, ``ru_maxrss`` (a high-water mark of the whole
+process lifetime) is reported and :attr:`PeakMemory.exact` is False. Worker
+processes (V2) are found through ``/proc/<pid>/task/*/children`` by a sampling
+thread that keeps each descendant's own ``VmHWM``; their sum is added.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Seconds between two looks at the worker processes.
+SAMPLE_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one timed run produced: elapsed seconds and output counts."""
+
+    seconds: float
+    rows: int
+    groups: int | None = None  # see flowsql.bench.scenarios; None = unknown
+
+
+@dataclass
+class Measurement:
+    """K runs of one runner on one scenario."""
+
+    records: int
+    seconds: list[float] = field(default_factory=list)
+    rows: int = 0
+    groups: int | None = None
+    peak_rss_mb: float = 0.0
+    rss_exact: bool = True
+    error: str | None = None
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.records / s if s > 0 else 0.0 for s in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.seconds else 0.0
+
+    @property
+    def low(self) -> float:
+        return min(self.rates) if self.seconds else 0.0
+
+    @property
+    def high(self) -> float:
+        return max(self.rates) if self.seconds else 0.0
+
+
+def measure(
+    run: Callable[[], Outcome],
+    records: int,
+    repeat: int,
+    *,
+    on_run: Callable[[], None] | None = None,
+) -> Measurement:
+    """Call ``run`` ``repeat`` times (a full GC before each); keep every time,
+    the last counts and the largest peak RSS."""
+    m = Measurement(records)
+    for _ in range(max(1, repeat)):
+        gc.collect()
+        with PeakMemory() as mem:
+            outcome = run()
+        m.seconds.append(outcome.seconds)
+        m.rows, m.groups = outcome.rows, outcome.groups
+        m.peak_rss_mb = max(m.peak_rss_mb, mem.peak_mb)
+        m.rss_exact = m.rss_exact and mem.exact
+        if on_run is not None:
+            on_run()
+    return m
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
+
+    seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+class PeakMemory:
+    """Peak RSS (MB) of this process plus its descendants during a ``with`` block."""
+
+    def __init__(self) -> None:
+        self.exact = _reset_peak()
+        self.peak_mb = 0.0
+        self._children: dict[int, int] = {}  # pid -> largest VmHWM seen (kB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._look()
+        own = _own_peak_kb() if self.exact else _maxrss_kb()
+        self.peak_mb = (own + sum(self._children.values())) / 1024
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self._look()
+
+    def _look(self) -> None:
+        for pid in descendants(os.getpid()):
+            kb = _status_kb(Path(f"/proc/{pid}/status"), "VmHWM:")
+            if kb:
+                self._children[pid] = max(self._children.get(pid, 0), kb)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children of all its threads, recursively)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(x) for x in children.read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _own_peak_kb() > 0
+
+
+def _own_peak_kb() -> int:
+    return _status_kb(Path("/proc/self/status"), "VmHWM:")
+
+
+def _maxrss_kb() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _status_kb(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -1,0 +1,173 @@
+"""The runners: one timed run of a scenario by one engine.
+
+Each builds what it needs before the clock starts (the engine, the processor and
+its worker processes, DuckDB's connection, the pre-encoded arrays) and returns
+an :class:`~flowsql.bench.measure.Outcome` whose seconds cover only the work:
+
+- **direct**: ``flowsql.Engine.process`` on every pre-built batch, then ``flush``;
+- **V1 / V2**: ``run_job`` with a ready processor, from a memory source over the
+  same batches (or from the JSONL file, decode included) into a counting sink;
+  ``run_job`` closes the processor, so stopping V2's workers is timed;
+- **ceiling**: the numpy kernel of :mod:`flowsql.bench.ceiling`;
+- **DuckDB**: the equivalent batch SQL over the same Arrow table, one thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from flowsql.bench import ceiling
+from flowsql.bench.measure import Outcome
+from flowsql.bench.scenarios import Scenario
+from flowsql.engine import Engine
+from flowsql.plan.nodes import Statement
+from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+
+Run = Callable[[], Outcome]
+
+
+class CountingSink:
+    """A sink that only counts the rows it is given."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def parse(sql: str) -> Statement:
+    """The planned statement of a scenario's SQL."""
+    from flowsql.sql import parse_one
+
+    return parse_one(sql)
+
+
+def direct(statement: Statement, batches: list[pa.RecordBatch]) -> Run:
+    """``flowsql.Engine`` called directly on the pre-built batches."""
+
+    def run() -> Outcome:
+        engine = Engine(statement)
+        rows = 0
+        start = time.perf_counter()
+        for b in batches:
+            rows += sum(o.num_rows for o in engine.process(b))
+        rows += sum(o.num_rows for o in engine.flush())
+        return Outcome(time.perf_counter() - start, rows)
+
+    return run
+
+
+@dataclass
+class JobRun:
+    """Startup cost and data path of the last processor built (V2 reports
+    whether workers read splits of the file themselves)."""
+
+    startup_s: float = 0.0
+    path: str = ""
+
+
+def job(
+    statement: Statement,
+    source: Callable[[], Any],
+    processor: Callable[[], JobProcessor],
+    info: JobRun,
+) -> Run:
+    """``run_job`` from ``source()`` with a ready ``processor()``."""
+    from flowsql.server.runner import run_job
+
+    def run() -> Outcome:
+        built = time.perf_counter()
+        proc = processor()
+        src = source()
+        info.startup_s = time.perf_counter() - built
+        info.path = data_path(proc, src)
+        sink = CountingSink()
+        start = time.perf_counter()
+        report = run_job(statement, src, sink, processor=proc)
+        seconds = time.perf_counter() - start
+        return Outcome(seconds, report.records_out)
+
+    return run
+
+
+def data_path(proc: Any, source: Any) -> str:
+    """How the processor will get its input: ``splits`` (workers read and decode
+    the file themselves), ``router`` (V2 routes rows) or ``inline`` (V1)."""
+    if getattr(proc, "processor_version", "") != "V2":
+        return "inline"
+    can_split = getattr(proc, "can_split", None)
+    if can_split is not None and can_split():
+        from flowsql.server.twophase import source_splits
+
+        if source_splits(source):
+            return "splits"
+    return "router"
+
+
+def memory_source(kind: str, batches: list[pa.RecordBatch], batch_size: int) -> Callable[[], Any]:
+    from flowsql.connectors.memory import MemorySource
+
+    table = pa.Table.from_batches(batches)
+    return lambda: MemorySource(table, name=kind, batch_size=batch_size)
+
+
+def jsonl_source(kind: str, path: Path, batch_size: int) -> Callable[[], Any]:
+    from flowsql.connectors.files import JsonlSource
+
+    return lambda: JsonlSource(path, name=kind, batch_size=batch_size)
+
+
+def v1(statement: Statement) -> Callable[[], JobProcessor]:
+    return lambda: SimpleJobProcessor(statement)
+
+
+def v2(statement: Statement, partitions: int) -> Callable[[], JobProcessor]:
+    from flowsql.server.coordinator import PartitionedJobCoordinator
+
+    return lambda: PartitionedJobCoordinator(statement, num_partitions=partitions)
+
+
+def numpy_ceiling(scenario: Scenario, batches: list[pa.RecordBatch]) -> Run:
+    """The scenario's numpy kernel on arrays encoded before the clock starts."""
+    arrays, keys = ceiling.encode(batches, scenario.ceiling)
+    kernel = ceiling.KERNELS[scenario.ceiling]
+
+    def run() -> Outcome:
+        start = time.perf_counter()
+        rows, groups = kernel(arrays, keys)
+        return Outcome(time.perf_counter() - start, rows, groups)
+
+    return run
+
+
+def duckdb_batch(scenario: Scenario, batches: list[pa.RecordBatch], threads: int = 1) -> Run:
+    """DuckDB running the equivalent batch SQL over the same Arrow table."""
+    import duckdb
+
+    table = pa.Table.from_batches(batches)
+
+    def run() -> Outcome:
+        con = duckdb.connect()
+        con.execute(f"SET threads = {int(threads)}")
+        con.register("t", table)
+        start = time.perf_counter()
+        rel = con.sql(scenario.duckdb_sql)
+        out = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+        seconds = time.perf_counter() - start
+        con.close()
+        return Outcome(seconds, out.num_rows, out.num_rows)
+
+    return run

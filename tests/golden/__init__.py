@@ -1,0 +1,1 @@
+"""Golden SQL files with expected output, run through the `flowsql run` command."""

@@ -136,6 +136,12 @@ def decimal_array(data: np.ndarray, valid: np.ndarray, t: pa.DataType) -> pa.Arr
     return pa.Array.from_buffers(out_type, n, [bitmap, pa.py_buffer(words.tobytes())], nulls)
 
 
+def _mod(a: np.ndarray, b: int) -> np.ndarray:
+    """``a % b`` for a positive ``b`` (numpy divides by a scalar much faster than it
+    takes a remainder)."""
+    return a - (a // b) * b
+
+
 def ranges(lengths: np.ndarray) -> np.ndarray:
     """``concat(arange(k) for k in lengths)``, vectorized."""
     total = int(lengths.sum())
@@ -279,7 +285,7 @@ class Frames:
         self.size = size = int(seg_lengths.sum())
         self.at, self.preceding = at, preceding
         start = rownum - preceding
-        self.cross = np.flatnonzero((start > 0) & (start % block != 0))
+        self.cross = np.flatnonzero((start > 0) & (_mod(start, block) != 0))
         self.back = at[self.cross] - preceding  # where the cross frames start
         self.span = np.minimum(rownum, preceding)
         pad = seg_base % block
@@ -290,11 +296,11 @@ class Frames:
             shift = np.cumsum(cells) - cells + pad - (np.cumsum(seg_lengths) - seg_lengths)
             self.flat = np.repeat(shift, seg_lengths) + np.arange(size)
             self.flat_at = self.flat[at]
-            back = self.flat[self.back]  # in the row-reversed grid of suffixes:
-            self.back_flat = back - back % block + (block - 1 - back % block)
+            back = self.flat[self.back]  # same cell in the row-reversed grid of suffixes
+            self.back_flat = back + (block - 1) - 2 * _mod(back, block)
             return
         absolute = np.repeat(seg_base, seg_lengths) + ranges(seg_lengths)
-        first = absolute % block == 0
+        first = _mod(absolute, block) == 0
         first[(np.cumsum(seg_lengths) - seg_lengths)[seg_lengths > 0]] = True
         starts = np.flatnonzero(first)
         self.blocks = Segments(np.diff(np.append(starts, size)))

@@ -126,7 +126,10 @@ class TailStore:
     def snapshot(self, size: int) -> dict[str, Any]:
         """Live tails of partition ids below ``size``."""
         self.compact()
-        cols = [None if c is None else (c.data, c.valid, c.type, c.kind) for c in self.cols]
+        cols = [
+            None if c is None else (c.data.copy(), c.valid.copy(), c.type, c.kind)
+            for c in self.cols
+        ]
         return {
             "start": self.start[:size].copy(),
             "length": self.length[:size].copy(),

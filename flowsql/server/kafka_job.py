@@ -352,9 +352,7 @@ class KafkaJob:
             self.commit()
         except BaseException:
             self._failed = True  # leave without committing anything of the failed interval
-            if self._in_txn:
-                self.producer.abort_transaction(30)
-                self._in_txn = False
+            self._abort()
             raise
         finally:
             self.consumer.close()
@@ -676,15 +674,22 @@ class KafkaJob:
             if task is not None and task.processor is not None:
                 task.processor.close()
 
+    def _abort(self) -> None:
+        if not self._in_txn:
+            return
+        self._in_txn = False
+        try:
+            self.producer.abort_transaction(30)
+        except Exception as exc:  # fenced or broker gone: the broker aborts it on timeout
+            log.warning("job %s: could not abort the open transaction: %s", self.spec.job, exc)
+
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         log.warning(
             "job %s: lost %s without a commit",
             self.spec.job,
             [(p.topic, p.partition) for p in partitions],
         )
-        if self._in_txn:
-            self.producer.abort_transaction(30)
-            self._in_txn = False
+        self._abort()
         for p in partitions:
             self.tasks.pop((p.topic, p.partition), None)
 

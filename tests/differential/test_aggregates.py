@@ -27,7 +27,7 @@ from .queries import AGGREGATES, LATENESS, select_list, tumbling_duck
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    return trades(240)
+    return trades(160)
 
 
 @pytest.mark.parametrize("family", sorted(AGGREGATES))

@@ -37,7 +37,7 @@ WHERE_CASES = [
     ),
     ("amount > 10000.50 AND amount * 2 < 60000", None),
     ("CAST(price AS BIGINT) % 5 = 0", None),
-    ("qty / 7 = 20 OR (qty - 500) / 9 = -3", "qty // 7 = 20 OR (qty - 500) // 9 = -3"),
+    ("qty / 70 = 5 OR (qty - 500) / 90 = -3", "qty // 70 = 5 OR (qty - 500) // 90 = -3"),
     ("(price > 100) = (qty > 500)", None),
     ("(price > 250) IS TRUE OR (qty < 100) IS FALSE AND symbol = 'AAPL'", None),
     ("REGEXP_REPLACE(symbol, '[AEIOU]', '') IN ('MSFT', 'PPL', 'MZN')", None),

@@ -36,7 +36,7 @@ AGGS: list[Agg] = [
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    return trades(240, seed=3)
+    return trades(160, seed=3)
 
 
 def test_emit_changes_last_row_per_key_equals_group_by(table: pa.Table) -> None:
@@ -59,7 +59,7 @@ def test_emit_changes_is_a_changelog_of_prefix_aggregates(batch_size: int, table
     """After each batch: one row for every key the batch touched, holding the
     aggregate over all input so far (DuckDB's running aggregates at the key's
     last row in the batch)."""
-    table = table.slice(0, 150)
+    table = table.slice(0, 100)
     sql = "SELECT venue, COUNT(*) AS n, SUM(amount) AS s, MAX(price) AS hi FROM t GROUP BY venue"
     running = run_duckdb(
         "SELECT id, venue, COUNT(*) OVER w AS n, SUM(amount) OVER w AS s, MAX(price) OVER w AS hi"

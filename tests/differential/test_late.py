@@ -126,7 +126,7 @@ SELECT = "SELECT symbol, _window_start, _window_end, COUNT(*) AS n, SUM(qty) AS 
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    return out_of_order(400)
+    return out_of_order(300)
 
 
 @pytest.fixture(scope="module")

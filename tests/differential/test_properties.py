@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import flowsql
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: Much larger than any event-time span drawn here: no record is ever late.
 NEVER_LATE = "WITH ('watermark.allowed_lateness' = '1d')"
 

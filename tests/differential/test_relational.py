@@ -15,7 +15,7 @@ from .harness import BATCH_SIZES, check_differential, run_engine
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    return trades(200, seed=31)
+    return trades(150, seed=31)
 
 
 @pytest.mark.parametrize(

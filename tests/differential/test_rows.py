@@ -20,7 +20,7 @@ DW = "PARTITION BY symbol ORDER BY ts, id"
 
 @pytest.fixture(scope="module")
 def table() -> pa.Table:
-    table = sorted_by_time(trades(200, seed=17, jitter=0, step=6))
+    table = sorted_by_time(trades(150, seed=17, jitter=0, step=6))
     ts = table.column("ts").to_numpy()
     assert (ts[1:] == ts[:-1]).any(), "the data should have ties in ts"
     return table

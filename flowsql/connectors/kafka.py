@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -171,9 +172,16 @@ def consumer_config(
 
 
 def producer_config(
-    bootstrap: str, client: Mapping[str, str] | None = None, **extra: Any
+    bootstrap: str,
+    client: Mapping[str, str] | None = None,
+    failures: DeliveryFailures | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """librdkafka producer settings: idempotent, batched, bounded queue (backpressure)."""
+    """librdkafka producer settings: idempotent, batched, bounded queue (backpressure).
+
+    Delivery reports come back only for failed messages, into ``failures``
+    (no Python call per delivered message).
+    """
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "linger.ms": 20,
@@ -182,9 +190,29 @@ def producer_config(
         "queue.buffering.max.kbytes": 65536,
         "compression.type": "none",
     }
+    if failures is not None:
+        conf["delivery.report.only.error"] = True
+        conf["on_delivery"] = failures
     conf.update(extra)
     conf.update(client or {})
     return conf
+
+
+class DeliveryFailures:
+    """Collects failed deliveries of a producer; ``check()`` raises if there were any."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err.str()}")
+
+    def check(self, what: str) -> None:
+        if self.errors:
+            first, count = self.errors[0], len(self.errors)
+            self.errors = []
+            raise ConnectorError(f"{count} messages to {what} failed, first: {first}")
 
 
 # -- messages -> Arrow -------------------------------------------------------
@@ -537,9 +565,11 @@ class KafkaSink:
         self.key_columns = tuple(key_columns)
         self.serializer = spec.serializer()
         self._own = producer is None
-        self.producer = producer or client.Producer(producer_config(spec.bootstrap, spec.client))
+        self.failures = DeliveryFailures()
+        self.producer = producer or client.Producer(
+            producer_config(spec.bootstrap, spec.client, self.failures)
+        )
         self.records_out = 0
-        self.failures: list[str] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -547,21 +577,14 @@ class KafkaSink:
         keys = encode_keys(batch, self.key_columns)
         value_batch = _without(batch, (KEY,))
         values = self.serializer.encode(value_batch)
-        produce_all(self.producer, self.topic, values, keys, on_delivery=self._on_delivery)
+        produce_all(self.producer, self.topic, values, keys)
         self.records_out += len(values)
-
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.failures.append(f"{msg.topic()}: {err.str()}")
 
     def flush(self) -> None:
         pending = self.producer.flush(60)
         if pending:
             raise ConnectorError(f"{pending} messages to {self.topic!r} not delivered after 60s")
-        if self.failures:
-            first, count = self.failures[0], len(self.failures)
-            self.failures = []
-            raise ConnectorError(f"{count} messages to {self.topic!r} failed, first: {first}")
+        self.failures.check(repr(self.topic))
 
     def close(self) -> None:
         if self._own:
@@ -576,39 +599,63 @@ def produce_all(
     *,
     partition: int | None = None,
     headers: Any = None,
-    on_delivery: Any = None,
 ) -> None:
     """Produce messages, waiting (serving callbacks) while the local queue is full."""
     produce = producer.produce
-    for i, value in enumerate(values):
-        key = keys[i] if keys is not None else None
-        kwargs: dict[str, Any] = {"key": key, "on_delivery": on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers is not None:
-            kwargs["headers"] = headers
-        while True:
+    if partition is None and headers is None:
+        for value, key in zip(values, keys if keys is not None else repeat(None), strict=False):
+            try:
+                produce(topic, value, key)
+            except BufferError:  # queue full: wait for acknowledgements, then retry
+                _retry(producer, topic, value, key=key)
+    else:
+        for i, value in enumerate(values):
+            key = keys[i] if keys is not None else None
+            kwargs = {"key": key, "headers": headers}
+            if partition is not None:
+                kwargs["partition"] = partition
             try:
                 produce(topic, value, **kwargs)
-                break
             except BufferError:
-                producer.poll(0.05)  # queue full: wait for acknowledgements
+                _retry(producer, topic, value, **kwargs)
     producer.poll(0)
+
+
+def _retry(producer: Any, topic: str, value: bytes, **kwargs: Any) -> None:
+    while True:
+        producer.poll(0.05)
+        try:
+            producer.produce(topic, value, **kwargs)
+            return
+        except BufferError:
+            continue
 
 
 def encode_keys(batch: pa.RecordBatch, key_columns: Sequence[str]) -> list[bytes | None] | None:
     """Message keys: ``_key`` if selected, else the key columns (one: its text; several: a JSON array)."""
     names = batch.schema.names
     if KEY in names:
-        return [_key_bytes(v) for v in batch.column(KEY).to_pylist()]
+        return _key_column(batch.column(KEY))
     cols = [c for c in key_columns if c in names]
     if not cols:
         return None
     if len(cols) == 1:
-        return [_key_bytes(v) for v in batch.column(cols[0]).to_pylist()]
+        return _key_column(batch.column(cols[0]))
     rows = zip(*(batch.column(c).to_pylist() for c in cols), strict=True)
     enc = msgspec.json.Encoder(decimal_format="string")
     return [enc.encode(list(r)) for r in rows]
+
+
+def _key_column(col: pa.Array) -> list[bytes | None]:
+    """One key column as message keys; strings and numbers are cast in Arrow."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    t = col.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return col.to_pylist()
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t):
+        return col.cast(pa.string()).cast(pa.binary()).to_pylist()
+    return [_key_bytes(v) for v in col.to_pylist()]
 
 
 def _key_bytes(v: Any) -> bytes | None:
@@ -648,7 +695,8 @@ class KafkaDeadLetters:
         self.topic = topic
         self.count = 0
         self._own = producer is None
-        self.producer = producer or client.Producer(producer_config(bootstrap))
+        self.failures = DeliveryFailures()
+        self.producer = producer or client.Producer(producer_config(bootstrap, None, self.failures))
 
     def write(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -666,6 +714,7 @@ class KafkaDeadLetters:
 
     def flush(self) -> None:
         self.producer.flush(30)
+        self.failures.check(f"dead-letter topic {self.topic!r}")
 
     def close(self) -> None:
         if self._own:

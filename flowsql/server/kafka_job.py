@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from flowsql.connectors.base import Sink
 from flowsql.connectors.kafka import (
+    DeliveryFailures,
     EndTracker,
     KafkaDeadLetters,
     KafkaSink,
@@ -56,7 +57,7 @@ from flowsql.connectors.kafka import (
     split_events,
     topic_partitions,
 )
-from flowsql.errors import ConfigError, ExecutionError
+from flowsql.errors import ConfigError, ConnectorError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import routing
 from flowsql.records import PARTITION, DeadLetter, DeadLetterSink
@@ -293,6 +294,7 @@ class KafkaJob:
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
         self.deserializer = spec.source.deserializer()
+        self.failures = DeliveryFailures()
         self.producer = client.Producer(self._producer_conf())
         self.dead_letters = CountingLetters(dead_letters or self._dlq(), self.stats)
         self.sink: Sink = sink or self._kafka_sink()
@@ -317,7 +319,7 @@ class KafkaJob:
                 "transaction.timeout.ms": 60000,
             }
         client = self.spec.output.client if self.spec.output else {}
-        return producer_config(self.spec.source.bootstrap, client, **extra)
+        return producer_config(self.spec.source.bootstrap, client, self.failures, **extra)
 
     def _consumer_conf(self) -> dict[str, Any]:
         return consumer_config(self.spec.source, group_id=self.spec.group_id)
@@ -564,9 +566,10 @@ class KafkaJob:
             raise ExecutionError(
                 f"job '{self.spec.job}': {remaining} messages not acknowledged in 60s"
             )
-        failures = getattr(self.sink, "failures", None)
-        if failures:
-            raise ExecutionError(f"job '{self.spec.job}': output failed: {failures[0]}")
+        try:
+            self.failures.check(f"job '{self.spec.job}' outputs")
+        except ConnectorError as exc:
+            raise ExecutionError(str(exc)) from exc
 
     def _stage(self, tasks: list[Task]) -> list[Task]:
         staged = []

@@ -7,8 +7,11 @@ Event times are int64 epoch ms: DuckDB sees them through ``epoch_ms(ts)``.
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 import pytest
+
+import flowsql
 
 from .data import trades
 from .harness import check_differential
@@ -152,4 +155,38 @@ def test_where_and_projection_with_system_columns(table: pa.Table) -> None:
 def test_select_star_leaves_out_system_columns(table: pa.Table) -> None:
     sql = "SELECT * FROM t WHERE price < 30"
     duck = "SELECT * FROM t WHERE price < 30 ORDER BY id"
+    check_differential(sql, table, duck, ordered=True)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id, symbol, price * 2 AS p2 FROM t WHERE price > 1000000",
+        "SELECT symbol, COUNT(*) AS n FROM t WHERE price > 1000000 GROUP BY symbol",
+    ],
+)
+def test_empty_result_keeps_the_output_columns(sql: str, table: pa.Table) -> None:
+    """A query that emits no row still returns its columns (as DuckDB does)."""
+    want = duckdb_columns(sql, table)
+    for size in (1, 10_000):
+        got = flowsql.query(sql, {"t": table}, batch_size=size)
+        assert got.num_rows == 0
+        assert got.column_names == want, f"batch size {size}"
+
+
+def duckdb_columns(sql: str, table: pa.Table) -> list[str]:
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        return list(con.sql(sql).columns)
+    finally:
+        con.close()
+
+
+def test_try_cast_gives_null_where_cast_fails(table: pa.Table) -> None:
+    """TRY_CAST is accepted by the parser: it must give NULL for a value that
+    does not convert (DuckDB, Flink, Spark), not fail like CAST."""
+    text = "CASE WHEN qty % 2 = 0 THEN CAST(qty AS VARCHAR) ELSE venue END"
+    sql = f"SELECT id, TRY_CAST({text} AS BIGINT) AS n FROM t"
+    duck = f"SELECT id, TRY_CAST({text} AS BIGINT) AS n FROM t ORDER BY id"
     check_differential(sql, table, duck, ordered=True)

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 import flowsql
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: Much larger than any event-time span drawn here: no record is ever late.
 NEVER_LATE = "WITH ('watermark.allowed_lateness' = '1d')"
 
-timestamps = st.lists(st.integers(-20_000, 60_000), min_size=1, max_size=40)
+timestamps = st.lists(st.integers(-20_000, 60_000), min_size=1, max_size=30)
 batch_sizes = st.sampled_from([1, 2, 5, 1_000])
 
 

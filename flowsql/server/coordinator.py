@@ -137,6 +137,8 @@ class PartitionedJobCoordinator:
             spec = EngineSpec(statement, self.job)
             env = worker_env(partitions)
             self.workers = [PartitionWorker(p, spec, self.job, env) for p in range(partitions)]
+            for w in self.workers:
+                w.wait_ready()  # they start in parallel; a worker that cannot start fails here
         except BaseException:
             self.close()
             raise
@@ -248,6 +250,8 @@ class PartitionedJobCoordinator:
         env = worker_env(count)
         while len(self.workers) < count:
             self.workers.append(PartitionWorker(len(self.workers), spec, self.job, env))
+        for w in self.workers:
+            w.wait_ready()
         self._late += [0] * (count - len(self._late))
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -52,6 +53,8 @@ PRELOAD = (
     "numpy",
     "pyarrow",
     "pyarrow.compute",
+    "sqlglot",
+    "flowsql.sql",
     "flowsql.engine",
     "flowsql.server.worker",
     "flowsql.server.twophase",
@@ -64,6 +67,8 @@ PRELOAD = (
 
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
+#: Bytes of one shared-memory slot (a 10K-row batch is a few hundred KB).
+SLOT_BYTES = 4 << 20
 #: Pipe buffer asked for (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
 PIPE_BYTES = 1 << 20
 
@@ -121,17 +126,86 @@ def decode_frames(frames: Sequence[bytes | pa.Buffer]) -> list[pa.RecordBatch]:
     return out
 
 
-def send_message(conn: Connection, header: tuple[Any, ...], frames: Sequence[pa.Buffer]) -> None:
-    """Write one message: the pickled header (with the frame count), then the frames."""
-    conn.send_bytes(pickle.dumps((*header, len(frames)), protocol=pickle.HIGHEST_PROTOCOL))
-    for frame in frames:
-        conn.send_bytes(memoryview(frame))
+class SlotRing:
+    """Shared memory with ``slots`` slots of ``slot_bytes``: message ``seq``
+    carries its frames in slot ``seq % slots``, so a 10K-row batch crosses with
+    one memcpy each way instead of many pipe reads (each a scheduler hand-off).
+
+    A slot is reused ``slots`` messages later, which the sender's credit only
+    allows once the message that used it has been read (readers copy out).
+
+    Args:
+        slots: number of slots (the sender's credit).
+        slot_bytes: size of a slot; bigger messages go through the pipe.
+        name: attach to an existing segment (in the worker) instead of creating one.
+    """
+
+    def __init__(self, slots: int, slot_bytes: int, name: str | None = None) -> None:
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        if name is None:
+            self.shm = shared_memory.SharedMemory(create=True, size=slots * slot_bytes)
+        else:  # attaching registers the name again with the (shared) resource tracker: a no-op
+            self.shm = shared_memory.SharedMemory(name=name)
+        self.name = self.shm.name
+
+    def put(self, seq: int, frames: Sequence[pa.Buffer]) -> list[tuple[int, int]] | None:
+        """Copy ``frames`` into the slot of ``seq``; None when they do not fit."""
+        if sum(f.size for f in frames) > self.slot_bytes:
+            return None
+        spans = []
+        offset = (seq % self.slots) * self.slot_bytes
+        buf = self._buf
+        for f in frames:
+            buf[offset : offset + f.size] = memoryview(f).cast("B")
+            spans.append((offset, f.size))
+            offset += f.size
+        return spans
+
+    def take(self, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Copy frames out (the slot is reused once the sender learns we read it)."""
+        buf = self._buf
+        return [bytes(buf[o : o + n]) for o, n in spans]
+
+    @property
+    def _buf(self) -> memoryview:
+        buf = self.shm.buf
+        assert buf is not None, "the slot ring is closed"
+        return buf
+
+    def close(self, *, unlink: bool = False) -> None:
+        self.shm.close()
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.shm.unlink()
 
 
-def recv_message(conn: Connection) -> tuple[tuple[Any, ...], list[bytes]]:
+def send_message(
+    conn: Connection,
+    header: tuple[Any, ...],
+    frames: Sequence[pa.Buffer],
+    ring: SlotRing | None = None,
+) -> None:
+    """Write one message: the pickled header, then the frames (through the
+    ring's slot for ``header[1]`` (the seq) when given and big enough, else
+    through the pipe)."""
+    spans = ring.put(header[1], frames) if ring is not None and frames else None
+    transport = ("shm", spans) if spans is not None else ("pipe", len(frames))
+    conn.send_bytes(pickle.dumps((*header, transport), protocol=pickle.HIGHEST_PROTOCOL))
+    if spans is None:
+        for frame in frames:
+            conn.send_bytes(memoryview(frame))
+
+
+def recv_message(
+    conn: Connection, ring: SlotRing | None = None
+) -> tuple[tuple[Any, ...], list[bytes]]:
     """Read one message written by :func:`send_message`."""
-    *header, count = pickle.loads(conn.recv_bytes())
-    return tuple(header), [conn.recv_bytes() for _ in range(count)]
+    *header, (how, what) = pickle.loads(conn.recv_bytes())
+    if how == "shm":
+        assert ring is not None
+        return tuple(header), ring.take(what)
+    return tuple(header), [conn.recv_bytes() for _ in range(what)]
 
 
 def _enlarge(conn: Connection) -> None:
@@ -153,6 +227,7 @@ def worker_main(
     outbox: Connection,
     make_handler: Callable[[], Handler],
     env: dict[str, str] | None = None,
+    rings: tuple[str, str, int, int] | None = None,
 ) -> None:
     """Entry point of a worker process: answer messages until told to stop.
 
@@ -163,27 +238,42 @@ def worker_main(
             message ``(kind, arg, batches) -> (output batches, Reply)``.
         env: environment set before anything runs (thread pool sizes: the
             partitions already use every core).
+        rings: shared-memory slot rings (requests, replies, slots, slot bytes).
     """
     os.environ.update(env or {})
+    requests = replies = None
+    if rings is not None:
+        requests = SlotRing(rings[2], rings[3], rings[0])
+        replies = SlotRing(rings[2], rings[3], rings[1])
     try:
         handler: Handler | str = make_handler()
     except Exception:  # noqa: BLE001 - reported with every answer, then exit
         handler = traceback.format_exc()
     try:
+        send_message(outbox, ("ready", -1, None), [])
         while True:
-            (kind, seq, arg), frames = recv_message(inbox)
+            (kind, seq, arg, reply_in_slot), frames = recv_message(inbox, requests)
             if kind == "stop":
                 break
-            _answer(outbox, seq, handler, kind, arg, frames)
+            _answer(outbox, seq, handler, kind, arg, frames, replies if reply_in_slot else None)
     except (EOFError, OSError):
         pass  # the coordinator closed the pipe: it is shutting us down
     finally:
         inbox.close()
         outbox.close()
+        for ring in (requests, replies):
+            if ring is not None:
+                ring.close()
 
 
 def _answer(
-    conn: Connection, seq: int, handler: Handler | str, kind: str, arg: Any, frames: list[bytes]
+    conn: Connection,
+    seq: int,
+    handler: Handler | str,
+    kind: str,
+    arg: Any,
+    frames: list[bytes],
+    ring: SlotRing | None,
 ) -> None:
     try:
         if isinstance(handler, str):
@@ -193,7 +283,7 @@ def _answer(
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         send_message(conn, ("error", seq, text), [])
         return
-    send_message(conn, ("ok", seq, reply), encode_batches(out))
+    send_message(conn, ("ok", seq, reply), encode_batches(out), ring)
 
 
 # ------------------------------------------------------------ coordinator side
@@ -256,21 +346,27 @@ class PartitionWorker:
         make_handler: Callable[[], Handler],
         job: str,
         env: dict[str, str] | None = None,
+        slots: int = 3,
     ) -> None:
         self.partition = partition
+        self.slots = slots
         self.job = job
         self.sent = 0  # messages sent
         self.answered = 0  # replies received
         self._closed = False
         self._stop_sent = False
+        self._ready = False
         ctx = worker_context()
         child_in, self._to_worker = ctx.Pipe(duplex=False)
         self.conn, child_out = ctx.Pipe(duplex=False)
         for end in (self._to_worker, self.conn):
             _enlarge(end)
+        self._requests = SlotRing(slots, SLOT_BYTES)
+        self._replies = SlotRing(slots, SLOT_BYTES)
+        rings = (self._requests.name, self._replies.name, slots, SLOT_BYTES)
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_in, child_out, make_handler, env),
+            args=(child_in, child_out, make_handler, env, rings),
             name=f"flowsql-{job}-p{partition}",
             daemon=True,
         )
@@ -283,6 +379,8 @@ class PartitionWorker:
             queue.SimpleQueue()
         )
         self._send_error: BaseException | None = None
+        self._queue_lock = threading.Lock()
+        self._queued = 0  # messages handed to the sender thread and not yet written
         self._sender = threading.Thread(
             target=self._send_loop, name=f"flowsql-{job}-p{partition}-send", daemon=True
         )
@@ -293,22 +391,69 @@ class PartitionWorker:
         """Messages sent and not yet answered."""
         return self.sent - self.answered
 
+    def wait_ready(self) -> None:
+        """Wait until the worker has started and built its handler.
+
+        Raises:
+            ExecutionError: the worker died while starting.
+        """
+        if self._ready:
+            return
+        ready = wait([self.conn, self.process.sentinel])
+        if self.conn not in ready and not self.conn.poll():
+            raise self.death_error()
+        try:
+            (status, _, _), _ = recv_message(self.conn, self._replies)
+        except (EOFError, OSError) as exc:
+            raise self.death_error() from exc
+        assert status == "ready"
+        self._ready = True
+
     def send(self, kind: str, arg: Any = None, batches: Sequence[pa.RecordBatch] = ()) -> int:
         """Queue one message for the worker; return its sequence number."""
         if self._send_error is not None or self._stop_sent:
             raise self.death_error()
         seq = self.sent
         frames = encode_batches([b for b in batches if b.num_rows]) if batches else []
-        self._outbox.put(((kind, seq, arg), frames))
+        in_slot = self.in_flight < self.slots  # slot seq % slots is free both ways
+        header = (kind, seq, arg, in_slot)
+        with self._queue_lock:
+            if self._queued or not self._direct(kind, in_slot, frames):
+                self._queued += 1
+                self._outbox.put((header, frames))
+            else:
+                self._write_now(header, frames)
         self.sent += 1
         return seq
 
+    def _direct(self, kind: str, in_slot: bool, frames: list[pa.Buffer]) -> bool:
+        """True when only a small header goes through the pipe (it cannot block)."""
+        fits = sum(f.size for f in frames) <= self._requests.slot_bytes
+        return kind in ("batch", "split") and in_slot and fits
+
+    def _write_now(self, header: tuple[Any, ...], frames: list[pa.Buffer]) -> None:
+        try:
+            send_message(self._to_worker, header, frames, self._requests)
+        except (OSError, ValueError) as exc:
+            self._send_error = exc
+            raise self.death_error() from exc
+
     def _send_loop(self) -> None:
+        # Messages whose write may block (big, or through the pipe) go through
+        # here, so the coordinator's thread stays free to read answers.
         while (item := self._outbox.get()) is not None:
+            header, frames = item
+            ring = self._requests if header[3] else None
             try:
-                send_message(self._to_worker, *item)
-            except (OSError, ValueError) as exc:  # the worker is gone
+                send_message(self._to_worker, header, frames, ring)
+                with self._queue_lock:
+                    self._queued -= 1
+            except Exception as exc:  # noqa: BLE001 - the worker is gone, or a bug here
                 self._send_error = exc
+                # Close our end: the worker sees EOF and exits, so whoever waits
+                # on its answers wakes up on the sentinel instead of hanging.
+                with contextlib.suppress(OSError):
+                    self._to_worker.close()
                 return
 
     def receive(
@@ -319,13 +464,14 @@ class PartitionWorker:
         Raises:
             ExecutionError: the worker died or its handler failed.
         """
+        self.wait_ready()
         ready = wait([self.conn, self.process.sentinel], timeout)
         if not ready:
             return None
         if self.conn not in ready and not self.conn.poll():
             raise self.death_error()
         try:
-            (status, seq, payload), frames = recv_message(self.conn)
+            (status, seq, payload), frames = recv_message(self.conn, self._replies)
         except (EOFError, OSError) as exc:
             raise self.death_error() from exc
         self.answered += 1
@@ -342,6 +488,8 @@ class PartitionWorker:
         how = f"exit code {code}" if code is not None else "no exit code (still running?)"
         if code is not None and code < 0:
             how += f" (killed by signal {-code})"
+        if self._send_error is not None and not isinstance(self._send_error, OSError):
+            how += f"; sending to it failed: {self._send_error!r}"
         return ExecutionError(
             f"job '{self.job}': worker of partition {self.partition}"
             f" (pid {self.process.pid}) died: {how}"
@@ -374,6 +522,8 @@ class PartitionWorker:
         self._to_worker.close()
         self.conn.close()
         self.process.close()
+        self._requests.close(unlink=True)
+        self._replies.close(unlink=True)
 
     def _discard_until_exit(self, deadline: float) -> None:
         # Read and drop late replies so a worker blocked writing one can exit.
@@ -392,7 +542,9 @@ class PartitionWorker:
             return
         self._stop_sent = True
         if self.process.exitcode is None:
-            self._outbox.put((("stop", self.sent, None), []))
+            with self._queue_lock:
+                self._queued += 1
+                self._outbox.put((("stop", self.sent, None, False), []))
         self._outbox.put(None)
 
 

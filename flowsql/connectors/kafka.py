@@ -99,7 +99,12 @@ class TopicSpec:
             return props.get(f"{name}.{key}", props.get(key, default))
 
         topic = props.get(f"{name}.topic") or name
-        bootstrap = get("bootstrap.servers") or os.environ.get(BOOTSTRAP_ENV) or "localhost:9092"
+        bootstrap = (
+            get("bootstrap.servers")
+            or _any_bootstrap(props)
+            or os.environ.get(BOOTSTRAP_ENV)
+            or "localhost:9092"
+        )
         reset = (get("auto.offset.reset", "earliest") or "earliest").lower()
         if reset not in ("earliest", "latest"):
             raise ConfigError(f"{name}.auto.offset.reset", reset, ("earliest", "latest"))
@@ -127,6 +132,11 @@ class TopicSpec:
 
     def serializer(self) -> Serializer:
         return serializer_for(self.props, self.name)
+
+
+def _any_bootstrap(props: Mapping[str, str]) -> str | None:
+    """Another stream's ``bootstrap.servers``: a sink without its own uses its source's cluster."""
+    return next((v for k, v in sorted(props.items()) if k.endswith(".bootstrap.servers")), None)
 
 
 def _int(props: Mapping[str, str], key: str, default: int) -> int:

@@ -193,3 +193,34 @@ def test_json_rows_helper_reads_values(bootstrap, new_topic):
     topic = new_topic("plain")
     produce_json(bootstrap, topic, [{"a": 1}, {"a": 2}])
     assert sorted(r["a"] for r in json_rows(read_all(bootstrap, topic, idle=0.5))) == [1, 2]
+
+
+def test_flowsql_run_reads_and_writes_kafka_declared_in_with(bootstrap, new_topic, tmp_path):
+    """The reference engine's WITH keys through ``flowsql run`` (bounded source)."""
+    import subprocess
+    import sys
+
+    source, out = new_topic("cli-in", 3), new_topic("cli-out")
+    rows = [{"symbol": f"S{i % 3}", "ts": 1_700_000_000_000 + 10 * i} for i in range(3000)]
+    produce_json(bootstrap, source, rows, key="symbol")
+    sql = tmp_path / "job.sql"
+    sql.write_text(
+        "CREATE STREAM counts AS SELECT symbol, COUNT(*) AS n, _window_start FROM trades\n"
+        "GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '10' SECOND)\n"
+        "WITH ('trades.type'='kafka_source', 'trades.topic'='" + source + "',"
+        " 'trades.format'='json', 'trades.bootstrap.servers'='" + bootstrap + "',"
+        " 'trades.group.id'='cli-job', 'trades.auto.offset.reset'='earliest',"
+        " 'trades.bounded'='latest', 'watermark.allowed_lateness'='1h',"
+        " 'counts.type'='kafka_sink', 'counts.topic'='" + out + "', 'counts.format'='json')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "from flowsql.cli import main; main()", "run", str(sql), "-q"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    msgs = read_all(bootstrap, out)
+    got = sorted((m.key(), json.loads(m.value())["n"]) for m in msgs)
+    assert len(got) == 3 * 3 and sum(n for _, n in got) == 3000  # 3 symbols x 3 windows
+    assert {k for k, _ in got} == {b"S0", b"S1", b"S2"}  # keyed by the GROUP BY column

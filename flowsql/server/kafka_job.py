@@ -298,6 +298,12 @@ class KafkaJob:
         self.producer = client.Producer(self._producer_conf())
         self.dead_letters = CountingLetters(dead_letters or self._dlq(), self.stats)
         self.sink: Sink = sink or self._kafka_sink()
+        if spec.exactly_once and not isinstance(self.sink, KafkaSink):
+            log.warning(
+                "job %s: exactly_once covers Kafka outputs only; %s gets at-least-once",
+                spec.job,
+                type(self.sink).__name__,
+            )
         self.tasks: dict[tuple[str, int], Task] = {}
         self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
         self._stop = threading.Event()

@@ -331,16 +331,35 @@ def human(v: float) -> str:
     return f"{v:.0f}"
 
 
-def markdown(suite: SuiteRun) -> str:
-    """The results as a Markdown table (for docs/benchmarks.md)."""
+def markdown(doc: dict[str, Any]) -> str:
+    """The results of a JSON document (:func:`to_json`) as Markdown tables:
+    every run, then the ratios."""
     lines = [
-        "| scenario | runner | rec/s (median) | min-max | peak RSS MB | rows | check |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| scenario | runner | rec/s (median) | min-max | peak RSS MB | rows | check | notes |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for r in suite.results:
-        m = r.m
+    for r in doc["results"]:
+        spread = f"{human(r['min'])}-{human(r['max'])}" if r["seconds"] else "-"
         lines.append(
-            f"| {r.scenario} | {r.label} | {m.median:,.0f} | {human(m.low)}-{human(m.high)}"
-            f" | {m.peak_rss_mb:,.0f} | {m.rows:,} | {r.check} |"
+            f"| {r['scenario']} | {r['label']} | {r['median']:,.0f} | {spread}"
+            f" | {r['peak_rss_mb']:,.0f} | {r['rows']:,} | {r['check']} | {' '.join(r['notes'])} |"
         )
+    keys = [k for k in _HEADERS if any(v.get(k) is not None for v in doc["ratios"].values())]
+    lines += ["", "| scenario | " + " | ".join(_HEADERS[k] for k in keys) + " |"]
+    lines.append("|---|" + "---:|" * len(keys))
+    for name, values in doc["ratios"].items():
+        cells = " | ".join(_fmt_ratio(values.get(k)) for k in keys)
+        lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flowsql.bench.report RESULTS.json``: print the Markdown tables."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    print(markdown(json.loads(Path(args[0]).read_text())))
+
+
+if __name__ == "__main__":
+    main()

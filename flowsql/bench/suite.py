@@ -145,7 +145,7 @@ def _adder(suite: SuiteRun, scenario: str, records: int, repeat: int, say: Progr
         try:
             m = measure(run, records, repeat, on_run=lambda: say(""))
         except Exception as exc:  # a failing runner is reported, not fatal
-            log.exception("%s: %s failed", scenario, label)
+            log.debug("%s: %s failed", scenario, label, exc_info=True)
             m = Measurement(records, error=f"{type(exc).__name__}: {exc}")
             for _ in range(repeat):
                 say("")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -182,7 +182,27 @@ def query(
         if engine.done:
             break
     out += engine.flush()
+    if not out and table.num_rows:
+        return _empty_result(engine.statement, table, event_time)
     return _concat(out)
+
+
+def _empty_result(statement: n.Statement, table: pa.Table, event_time: str | None) -> pa.Table:
+    """No row came out: learn the output columns and types by running the query
+    without its row filters (WHERE, HAVING, LIMIT) over the first input row."""
+    probe = replace(statement, plan=_without_filters(statement.plan))
+    engine = Engine(probe, event_time=event_time)
+    out = engine.process(table.slice(0, 1)) + engine.flush()
+    return _concat(out).slice(0, 0) if out else pa.table({})
+
+
+def _without_filters(node: n.Node) -> n.Node:
+    if isinstance(node, n.Filter | n.Limit):
+        return _without_filters(node.input)
+    child = getattr(node, "input", None)
+    if isinstance(child, n.Node):
+        return replace(node, input=_without_filters(child))  # type: ignore[type-var]
+    return node
 
 
 def _parse(sql: str) -> n.Statement:

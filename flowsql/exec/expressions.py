@@ -170,6 +170,25 @@ def _cast(expr: Cast) -> _Eval:
         try:
             return sql_cast(value, to)
         except _ARROW_ERRORS as exc:
+            if expr.safe:
+                return _try_cast(value, to)
             raise ExecutionError(f"CAST({value.type} AS {to}): {exc}") from exc
 
     return cast
+
+
+def _try_cast(value: Datum, to: pa.DataType) -> Datum:
+    """TRY_CAST after a failed vectorized cast: each distinct value is cast on its
+    own (values that do not convert become NULL), then mapped back to the rows."""
+    if isinstance(value, pa.Scalar):
+        return _try_cast_one(value, to)
+    encoded = pc.dictionary_encode(value) if not pa.types.is_dictionary(value.type) else value
+    uniques = [_try_cast_one(v, to) for v in encoded.dictionary]  # distinct values only
+    return pc.take(pa.array([u.as_py() for u in uniques], to), encoded.indices)
+
+
+def _try_cast_one(value: pa.Scalar, to: pa.DataType) -> pa.Scalar:
+    try:
+        return sql_cast(value, to)
+    except (*_ARROW_ERRORS, ValueError, TypeError):
+        return pa.scalar(None, to)

@@ -163,11 +163,13 @@ class Case(Expr):
 
 @dataclass(frozen=True)
 class Cast(Expr):
-    """``CAST(expr AS type)``; ``to`` is an Arrow type."""
+    """``CAST(expr AS type)``; ``to`` is an Arrow type. ``safe`` is ``TRY_CAST``:
+    a value that does not convert becomes NULL instead of an error."""
 
     expr: Expr
     to: pa.DataType
     pos: Pos = field(default=Pos(), compare=False)
+    safe: bool = False
 
 
 @dataclass(frozen=True)

@@ -293,7 +293,8 @@ class _Translator:
         return Case(whens, self.sub(false) if false else None, self.pos(node))
 
     def cast(self, node: exp.Cast) -> Expr:
-        return Cast(self.sub(node.this), self.arrow_type(node.to), self.pos(node))
+        safe = isinstance(node, exp.TryCast)
+        return Cast(self.sub(node.this), self.arrow_type(node.to), self.pos(node), safe=safe)
 
     def arrow_type(self, dt: exp.DataType) -> pa.DataType:
         name = dt.this.name if hasattr(dt.this, "name") else str(dt.this)

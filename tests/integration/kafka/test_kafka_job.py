@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -230,12 +231,6 @@ def test_exactly_once_restart_after_a_checkpoint_has_no_duplicates(
     assert _rows_of(bootstrap, out) == want  # exactly once: same multiset as the uninterrupted run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tansu 0.6 hands records of aborted transactions to read_committed consumers"
-    " (its Fetch responses carry no aborted-transaction list), so the output of the"
-    " transaction that died is visible after the restart",
-)
 def test_exactly_once_kill_inside_a_transaction_has_no_duplicates(
     bootstrap, new_topic, tmp_path, windowed_input, baseline
 ):
@@ -259,8 +254,15 @@ def test_exactly_once_kill_inside_a_transaction_has_no_duplicates(
     assert proc.returncode == -signal.SIGKILL
     _finish(_run_subprocess(sql, tmp_path))
     got = _rows_of(bootstrap, out)
-    assert set(got) == set(want)  # nothing lost: holds on Tansu too
-    assert got == want  # nothing twice: needs read_committed to hide the aborted output
+    assert set(got) == set(want)  # nothing lost and nothing foreign
+    twice = Counter(got) - Counter(want)
+    if twice:  # this suite runs on Tansu (conftest); on Apache Kafka nothing comes twice
+        pytest.xfail(
+            f"{sum(twice.values())} rows of the aborted transaction are visible: Tansu 0.6"
+            " hands records of aborted transactions to read_committed consumers (its Fetch"
+            " responses carry no aborted-transaction list)"
+        )
+    assert got == want  # nothing twice
 
 
 def test_bad_records_go_to_the_dlq_topic_and_the_job_continues(bootstrap, new_topic, tmp_path):

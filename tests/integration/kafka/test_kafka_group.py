@@ -15,7 +15,6 @@ from flowsql.engine import query
 from flowsql.server.kafka_job import KafkaJob
 from flowsql.sql import parse_one
 from tests.integration.kafka.kafka_helpers import (
-    CountingProcessor,
     json_rows,
     produce_json,
     read_all,
@@ -38,10 +37,7 @@ def _wait(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("factory", [None, CountingProcessor], ids=["sql", "counting"])
-def test_two_instances_split_partitions_and_hand_over_state(
-    bootstrap, new_topic, tmp_path, factory
-):
+def test_two_instances_split_partitions_and_hand_over_state(bootstrap, new_topic, tmp_path):
     source, out = new_topic("grp-in", 4), new_topic("grp-out", 4)
     sql = job_sql(
         "SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol",
@@ -58,10 +54,10 @@ def test_two_instances_split_partitions_and_hand_over_state(
         trades(4000, symbols=8, start_ms=1_800_000_000_000),
     )
     produce_json(bootstrap, source, first_half, key="symbol")
-    a = KafkaJob(parse_one(sql), processor_factory=factory)
+    a = KafkaJob(parse_one(sql))
     thread_a = _start(a)
     _wait(lambda: a.stats.records_in == 4000)
-    b = KafkaJob(parse_one(sql), processor_factory=factory)
+    b = KafkaJob(parse_one(sql))
     thread_b = _start(b)
     # the rebalance: A gives up partitions, B restores their state from the shared store
     _wait(lambda: b.tasks and a.tasks and len(a.tasks) + len(b.tasks) == 4)

@@ -120,6 +120,7 @@ class AggregateOp:
             node.window.gap_ms if node.window and node.window.kind == "session" else 0
         )
         self.windower = make_windower(node.window)
+        self.sliding = isinstance(self.windower, Sliding)
         self.name = f"aggregate({self.window_name})"
         self.emit_changes = node.emit == "changes"
         self._key_evals = [evaluator(e) for _, e in node.keys]
@@ -154,13 +155,18 @@ class AggregateOp:
         self.table: SlotTable | SessionTable = SessionTable() if self.session_gap else SlotTable()
         self._capacity = 0
         self._max_ts = np.empty(0, dtype=np.int64)
-        self._min_end = END_OF_TIME
+        self._min_end = END_OF_TIME  # no live window ends before this
         self._rank: np.ndarray | None = None
+        self._next_k = NO_TIME  # sliding: windows below this index are emitted/closed
+        self._scratch: list[Aggregator] = []  # sliding: merges panes into windows
+        self._pending: list[pa.RecordBatch] = []  # windows closed inside process()
+        self._early: list[pa.RecordBatch] = []  # EMIT CHANGES rows of those windows
 
     # ------------------------------------------------------------------ process
 
     def process(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        """Fold one batch in; with EMIT CHANGES return the rows it changed."""
+        """Fold one batch in; return windows it closed (sliding) and, with EMIT
+        CHANGES, the rows it changed."""
         if batch.num_rows == 0:
             return []
         arrival = self.clock.arrive(_timestamps(batch), _prior(batch))
@@ -168,33 +174,47 @@ class AggregateOp:
         args = self._args(batch)
         if self.session_gap:
             changed = self._process_sessions(batch, arrival, gid, args)
+        elif self.sliding:
+            changed = self._process_sliding(batch, arrival, gid, args)
         else:
             changed = self._process_windows(batch, arrival, gid, args)
         self.clock.observe(arrival)
-        if not self.emit_changes or len(changed) == 0:
-            return []
-        return [self._rows(changed)]
+        out, self._pending = self._pending, []
+        if self.emit_changes:
+            early, self._early = self._early, []
+            if len(changed):
+                early.append(self._window_changes(changed) if self.sliding else self._rows(changed))
+            early = [b for b in early if b.num_rows]
+            out += [pa.concat_batches(early)] if len(early) > 1 else early
+        return out
 
     def _process_windows(
         self, batch: pa.RecordBatch, arrival: Arrival, gid: np.ndarray, args: list[pa.Array]
     ) -> np.ndarray:
         a = self.windower.assign(arrival)
-        rows, window, ts = a.rows, a.window, arrival.ts
-        wm = arrival.watermarks if self.windowed else None
-        if wm is not None:
-            late = self.windower.last_end(ts) <= wm
-            if late.any():
-                self._report_late(batch, np.flatnonzero(late), wm, ts)
-            open_ = self.windower.bounds(window)[1] > (wm if rows is None else wm[rows])
+        rows, window, ts, wm = None, a.window, arrival.ts, arrival.watermarks
+        if self.windowed and wm is not None:
+            open_ = self.windower.bounds(window)[1] > wm
             if not open_.all():
-                keep = np.flatnonzero(open_)
-                rows = keep if rows is None else rows[keep]
-                window = window[keep]
+                rows = np.flatnonzero(open_)
+                self._report_late(batch, np.flatnonzero(~open_), wm, ts)
+                window = window[rows]
+        return self._fold(rows, window, a.low, a.high, gid, ts, args)
+
+    def _fold(
+        self,
+        rows: np.ndarray | None,
+        window: np.ndarray,
+        low: int,
+        high: int,
+        gid: np.ndarray,
+        ts: np.ndarray,
+        args: list[pa.Array],
+    ) -> np.ndarray:
+        """Aggregate rows (None = all) into their (window, group) slots."""
         if rows is not None and len(rows) == 0:
             return rows
-        lg = local_groups(
-            window, gid if rows is None else gid[rows], self.keys.count, a.low, a.high
-        )
+        lg = local_groups(window, gid if rows is None else gid[rows], self.keys.count, low, high)
         assert isinstance(self.table, SlotTable)
         slots, capacity = self.table.lookup(lg.window, lg.gid)
         self._grow(capacity)
@@ -202,14 +222,138 @@ class AggregateOp:
         g.slots = slots
         self._update(g, args)
         if self.windowed:
-            self._min_end = min(self._min_end, int(self.windower.bounds(lg.window[:1])[1][0]))
+            self._min_end = min(
+                self._min_end, int(self._first_end(lg.window.min(keepdims=True))[0])
+            )
         return slots
+
+    def _first_end(self, window: np.ndarray) -> np.ndarray:
+        """End of the first window still to be emitted that state ``window`` feeds."""
+        if isinstance(self.windower, Sliding):
+            k = np.maximum(self.windower.windows_of(window)[0], self._next_k)
+            return self.windower.window_bounds(k)[1]
+        return self.windower.bounds(window)[1]
 
     def _update(self, g: Grouping, args: list[pa.Array]) -> None:
         for agg, idx in zip(self.aggs, self._arg_index, strict=True):
             agg.update(g, [args[i] for i in idx])
         if not self.windowed:
             np.maximum.at(self._max_ts, g.row_slots(), g.ts)
+
+    # ------------------------------------------------------------------ sliding
+
+    def _process_sliding(
+        self, batch: pa.RecordBatch, arrival: Arrival, gid: np.ndarray, args: list[pa.Array]
+    ) -> np.ndarray:
+        # Rows go to panes. Windows that close while the batch arrives are
+        # emitted (and sealed) before the rows that follow, so a pane never
+        # feeds a window that closed before the row arrived.
+        assert isinstance(self.windower, Sliding)
+        ts, wm = arrival.ts, self.clock.watermarks(arrival)
+        a = self.windower.assign(arrival)
+        late = self.windower.last_end(ts) <= wm
+        rows = np.arange(len(ts))
+        if late.any():
+            self._report_late(batch, np.flatnonzero(late), wm, ts)
+            rows = np.flatnonzero(~late)
+        changed: list[np.ndarray] = []
+        closed_at = None
+        while len(rows):
+            cut = self._next_cut(a.window[rows], wm[rows])
+            if cut == 0 and closed_at == int(wm[rows[0]]):
+                cut = 1  # already closed at this watermark: nothing more can close
+            if cut:
+                part = rows[:cut]
+                changed.append(self._fold(part, a.window[part], a.low, a.high, gid, ts, args))
+            if cut < len(rows):
+                closed_at = int(wm[rows[cut]])
+                self._close_inside(closed_at, changed)
+            rows = rows[cut:]
+        return np.unique(np.concatenate(changed)) if changed else np.empty(0, dtype=np.int64)
+
+    def _close_inside(self, watermark: int, changed: list[np.ndarray]) -> None:
+        """Close windows in the middle of a batch; with EMIT CHANGES first emit
+        the windows the batch changed that are closing now."""
+        assert isinstance(self.windower, Sliding)
+        if self.emit_changes and changed:
+            k_max = (watermark - self.windower.size) // self.windower.advance
+            panes = np.unique(np.concatenate(changed))
+            if k_max >= self._next_k:
+                self._early.append(self._window_changes(panes, k_max))
+        self._pending += self._close(watermark)
+
+    def _next_cut(self, panes: np.ndarray, wm: np.ndarray) -> int:
+        """Rows before the first one whose watermark closes a window that the
+        state or an earlier (or its own) row feeds."""
+        ends = self._first_end(panes)
+        if int(wm[-1]) < min(self._min_end, int(ends.min())):
+            return len(panes)
+        limit = np.minimum(np.minimum.accumulate(ends), self._min_end)
+        return int(np.argmax(wm >= limit)) if bool((wm >= limit).any()) else len(panes)
+
+    def _close_sliding(self, watermark: int) -> list[pa.RecordBatch]:
+        assert isinstance(self.windower, Sliding)
+        w = self.windower
+        k_max = (watermark - w.size) // w.advance  # last window with end <= watermark
+        assert isinstance(self.table, SlotTable)
+        live = self.table.live_slots()
+        first, last = w.windows_of(self.table.window[live])
+        first = np.maximum(first, self._next_k)
+        upto = np.minimum(last, k_max)
+        out: list[pa.RecordBatch] = []
+        if not self.emit_changes and bool((upto >= first).any()):
+            out.append(self._window_rows(*self._window_pairs(live, first, upto)))
+        self._next_k = max(self._next_k, k_max + 1)
+        self._free(live[last <= k_max])
+        rest = live[last > k_max]
+        self._min_end = (
+            int(self._first_end(self.table.window[rest]).min()) if len(rest) else END_OF_TIME
+        )
+        return out
+
+    def _window_pairs(
+        self, panes: np.ndarray, first: np.ndarray, last: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (window, group) pairs fed by pane slots over window ranges."""
+        assert isinstance(self.table, SlotTable)
+        count = np.maximum(last - first + 1, 0)
+        rep = np.repeat(np.arange(len(panes)), count)
+        offset = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
+        k = first[rep] + offset
+        gid = self.table.gid[panes][rep]
+        if len(k) == 0:
+            return k, gid
+        lg = local_groups(k, gid, self.keys.count, int(k.min()), int(k.max()))
+        return lg.window, lg.gid
+
+    def _window_changes(self, panes: np.ndarray, upto: int | None = None) -> pa.RecordBatch:
+        """Current rows of the open windows (up to index ``upto``) fed by changed panes."""
+        assert isinstance(self.windower, Sliding) and isinstance(self.table, SlotTable)
+        first, last = self.windower.windows_of(self.table.window[panes])
+        last = last if upto is None else np.minimum(last, upto)
+        return self._window_rows(*self._window_pairs(panes, np.maximum(first, self._next_k), last))
+
+    def _window_rows(self, k: np.ndarray, gid: np.ndarray) -> pa.RecordBatch:
+        """Rows of sliding windows ``k`` for groups ``gid``: their panes merged."""
+        assert isinstance(self.windower, Sliding)
+        w = self.windower
+        start, end = w.window_bounds(k)
+        order = self._order_by(gid, start, end)
+        k, gid, start, end = k[order], gid[order], start[order], end[order]
+        idx = np.arange(len(k))
+        for sc in self._scratch:
+            sc.initialize(len(k))
+        first = w.first_pane(k)
+        assert isinstance(self.table, SlotTable)
+        for j in range(w.panes_per_window):
+            slots = self.table.find(first + j, gid)
+            have = slots >= 0
+            for agg, sc in zip(self.aggs, self._scratch, strict=True):
+                sc.merge(idx[have], agg.extract(slots[have]))
+        results = [sc.result(idx) for sc in self._scratch]
+        for sc in self._scratch:
+            sc.reset(idx)
+        return self._build(gid, start, end, end - 1, results)
 
     # ----------------------------------------------------------------- sessions
 
@@ -242,7 +386,7 @@ class AggregateOp:
             return
         assert isinstance(self.table, SessionTable)
         c_gid, c_ts, c_wm = gid[rows], ts[rows], wm[rows]
-        open_slots = self.table.open_for(np.unique(c_gid), int(c_wm.min()))
+        open_slots = self.table.open_for(c_gid, int(c_wm.min()))
         plan = plan_sessions(c_gid, c_ts, self.session_gap, self.table, open_slots, int(c_wm.max()))
         if plan is None:
             half = len(rows) // 2
@@ -272,9 +416,13 @@ class AggregateOp:
         """Event time reached ``event_time_ms``: close windows ending at or before
         the watermark (emitting them with EMIT FINAL)."""
         watermark = self.clock.advance(event_time_ms)
-        if not self.windowed or watermark < self._min_end:
+        if not self.windowed:
             return []
-        return self._close(watermark)
+        out = self._close(watermark) if watermark >= self._min_end else []
+        if isinstance(self.windower, Sliding):  # windows without data close too
+            k_max = (watermark - self.windower.size) // self.windower.advance
+            self._next_k = max(self._next_k, k_max + 1)
+        return out
 
     def flush(self) -> list[pa.RecordBatch]:
         """End of input: emit every open window, and non-windowed EMIT FINAL groups."""
@@ -288,6 +436,8 @@ class AggregateOp:
         return out
 
     def _close(self, watermark: int) -> list[pa.RecordBatch]:
+        if self.sliding:
+            return self._close_sliding(watermark)
         live = self.table.live_slots()
         ends = self._bounds(live)[1]
         closing = live[ends <= watermark]
@@ -310,32 +460,40 @@ class AggregateOp:
 
     def _rows(self, slots: np.ndarray) -> pa.RecordBatch:
         """Output rows of ``slots``, ordered by (window end, window start, keys)."""
-        slots = self._order(slots)
+        gid = self.table.gid[slots]
+        start, end = self._bounds(slots)
+        order = self._order_by(gid, start, end)
+        slots, gid, start, end = slots[order], gid[order], start[order], end[order]
+        stamp = end - 1 if self.windowed else self._max_ts[slots]
+        return self._build(gid, start, end, stamp, [a.result(slots) for a in self.aggs])
+
+    def _build(
+        self,
+        gid: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        stamp: np.ndarray,
+        results: list[pa.Array],
+    ) -> pa.RecordBatch:
         names = [n for n, _ in self.node.keys]
-        columns = self.keys.decode(self.table.gid[slots]) if names else []
+        columns = self.keys.decode(gid) if names else []
         if self.windowed:
-            start, end = self._bounds(slots)
             names += [WINDOW_START, WINDOW_END]
             columns += [pa.array(start, pa.int64()), pa.array(end, pa.int64())]
-            stamp = end - 1
-        else:
-            stamp = self._max_ts[slots]
         names += [a.name for a in self.aggs] + [TIMESTAMP]
-        columns += [a.result(slots) for a in self.aggs] + [pa.array(stamp, pa.int64())]
+        columns += results + [pa.array(stamp, pa.int64())]
         return pa.RecordBatch.from_arrays(columns, names=names)
 
-    def _order(self, slots: np.ndarray) -> np.ndarray:
-        if len(slots) <= 1:
-            return slots
-        rank = self._ranks(self.table.gid[slots]) if self.node.keys else None
+    def _order_by(self, gid: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Order of rows by (window end, window start, key values)."""
+        if len(gid) <= 1:
+            return np.arange(len(gid))
+        rank = self._ranks(gid) if self.node.keys else None
         if self.windowed:
-            start, end = self._bounds(slots)
-            order = np.lexsort(([rank] if rank is not None else []) + [start, end])
-        elif rank is not None:
-            order = np.argsort(rank, kind="stable")
-        else:
-            return slots
-        return slots[order]
+            return np.lexsort(([rank] if rank is not None else []) + [start, end])
+        if rank is not None:
+            return np.argsort(rank, kind="stable")
+        return np.arange(len(gid))
 
     def _ranks(self, gids: np.ndarray) -> np.ndarray:
         """Sort rank of the key values of ``gids`` (a cached rank of every group
@@ -407,6 +565,8 @@ class AggregateOp:
             self.aggs.append(make_aggregator(name, call, arg_type))
         for agg in self.aggs:
             agg.initialize(self._capacity)
+        if self.sliding:
+            self._scratch = [make_aggregator(a.name, a.call, a.arg_type) for a in self.aggs]
 
     def _grow(self, capacity: int) -> None:
         if capacity <= self._capacity:
@@ -430,6 +590,7 @@ class AggregateOp:
             "key_types": self.keys.types,
             "arg_types": list(self._arg_types),
             "max_event_time": None if self.clock.max_time == NO_TIME else self.clock.max_time,
+            "next_window": None if self._next_k == NO_TIME else self._next_k,
             "groups": self._state_table(live),
         }
 
@@ -460,6 +621,8 @@ class AggregateOp:
         self._reset_state()
         stored = state.get("max_event_time")
         self.clock.max_time = NO_TIME if stored is None else int(stored)
+        nxt = state.get("next_window")
+        self._next_k = NO_TIME if nxt is None else int(nxt)
         self.merge_state(state)
 
     def merge_state(self, state: dict[str, Any]) -> None:
@@ -493,13 +656,14 @@ class AggregateOp:
         end = table.column(WINDOW_END).to_numpy()
         if isinstance(self.table, SessionTable):
             slots = self.table.allocate(gid, start, end)
-            capacity = self.table.capacity
-        else:
-            window = start // self.windower.unit if self.windowed else np.zeros_like(gid)
-            slots, capacity = self.table.lookup(window, gid)
-        self._grow(capacity)
-        if self.windowed and len(end):
+            self._grow(self.table.capacity)
             self._min_end = min(self._min_end, int(end.min()))
+            return slots
+        window = start // self.windower.unit if self.windowed else np.zeros_like(gid)
+        slots, capacity = self.table.lookup(window, gid)
+        self._grow(capacity)
+        if self.windowed:
+            self._min_end = min(self._min_end, int(self._first_end(window).min()))
         return slots
 
 

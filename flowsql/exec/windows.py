@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,35 +124,50 @@ class Tumbling(Windower):
 
 class Sliding(Windower):
     """SLIDING(size, advance): windows ``[k*advance, k*advance + size)``; a row
-    belongs to every window containing it (``ceil(size/advance)`` or one fewer)."""
+    belongs to every window containing it.
+
+    Rows are not replicated per window: they are aggregated per *pane*
+    (``gcd(size, advance)`` ms, a tumbling window) and a window's result is the
+    merge of its ``size / pane`` panes, computed when it is emitted. Window
+    indexes of the state are pane indexes.
+    """
 
     kind = "sliding"
 
     def __init__(self, size_ms: int, advance_ms: int) -> None:
         self.size = size_ms
         self.advance = advance_ms
-        self.unit = advance_ms
+        self.pane = math.gcd(size_ms, advance_ms)
+        self.unit = self.pane
+        self.panes_per_window = size_ms // self.pane
+        self._panes = Tumbling(self.pane)
 
     @property
     def state_key(self) -> str:
         return f"sliding({self.size},{self.advance})"
 
     def assign(self, arrival: Arrival) -> Assignment:
-        ts = arrival.ts
-        hi = ts // self.advance
-        lo = (ts - self.size) // self.advance + 1
-        per_row = hi - lo + 1
-        rows = np.repeat(np.arange(len(ts)), per_row)
-        first = np.cumsum(per_row) - per_row  # index of each row's first assignment
-        window = lo[rows] + (np.arange(len(rows)) - first[rows])
-        return Assignment(rows, window, int(lo.min()), int(hi.max()))
+        return self._panes.assign(arrival)
 
     def last_end(self, ts: np.ndarray) -> np.ndarray:
         return ts // self.advance * self.advance + self.size
 
     def bounds(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        start = window * self.advance
+        return self._panes.bounds(window)
+
+    def windows_of(self, pane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last window index containing each pane."""
+        start = pane * self.pane
+        return -((self.size - self.pane - start) // self.advance), start // self.advance
+
+    def window_bounds(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end (ms) of window indexes ``k``."""
+        start = k * self.advance
         return start, start + self.size
+
+    def first_pane(self, k: np.ndarray) -> np.ndarray:
+        """The first pane of windows ``k``."""
+        return k * self.advance // self.pane
 
 
 class EventClock:
@@ -282,6 +298,17 @@ class SlotTable:
         self._last = (window, gid, slots)
         return slots, self.capacity
 
+    def find(self, window: np.ndarray, gid: np.ndarray) -> np.ndarray:
+        """Slots of pairs, -1 where the pair has none (nothing is allocated)."""
+        if self._base is None or len(self._codes) == 0:
+            return np.full(len(gid), -1, dtype=np.int64)
+        rel = window - self._base
+        inside = (rel >= -(1 << 31)) & (rel < 1 << 31)
+        codes = (np.where(inside, rel, 0) << 31) | gid
+        pos = np.minimum(np.searchsorted(self._codes, codes), len(self._codes) - 1)
+        hit = inside & (self._codes[pos] == codes)
+        return np.where(hit, self._slots[pos], -1)
+
     def _lookup(self, window: np.ndarray, gid: np.ndarray) -> np.ndarray:
         codes = self._code(window, gid)
         pos = np.searchsorted(self._codes, codes)
@@ -365,7 +392,8 @@ class SessionTable:
         return np.flatnonzero(self.live[: self._next])
 
     def open_for(self, gids: np.ndarray, watermark: int) -> np.ndarray:
-        """Slots of sessions of ``gids`` still open at ``watermark`` (end > watermark)."""
+        """Slots of sessions of ``gids`` (duplicates allowed) still open at
+        ``watermark`` (end > watermark)."""
         live = self.live_slots()
         if len(live) == 0 or len(gids) == 0:
             return live[:0]
@@ -428,48 +456,95 @@ def plan_sessions(
 ) -> SessionPlan | None:
     """Merge rows (non-late, arrival order) with the open sessions of their keys.
 
-    Intervals ``[ts, ts + gap)`` and the open sessions are sorted by (key,
-    start) and overlapping ones chained, which is order-independent. The plan
-    equals record-at-a-time processing only if no session it touches could
-    have closed while the chunk arrived, i.e. every row's ``ts + gap`` and every
+    First the chunk's own runs: rows sorted by (key, time) chain while the
+    next event is less than ``gap`` after the previous one. Then the runs and
+    the open sessions (few) are sorted by (key, start) and overlapping ones
+    chained. Both steps are order-independent. The plan equals
+    record-at-a-time processing only if no session it touches could have
+    closed while the chunk arrived, i.e. every row's ``ts + gap`` and every
     touched session's end lies above the chunk's highest arrival watermark.
     Returns None when that does not hold (the caller splits the chunk).
     """
-    if len(ts) and int((ts + gap).min()) <= high_watermark:
+    if int(ts.min()) + gap <= high_watermark:
         return None
-    n = len(ts)
-    g = np.concatenate([gid, table.gid[open_slots]])
-    s = np.concatenate([ts, table.start[open_slots]])
-    e = np.concatenate([ts + gap, table.end[open_slots]])
+    order = key_time_order(gid, ts)
+    g, t = gid[order], ts[order]
+    brk = np.empty(len(t), dtype=bool)
+    brk[0] = True
+    brk[1:] = (g[1:] != g[:-1]) | (t[1:] - t[:-1] >= gap)
+    heads = np.flatnonzero(brk)
+    tails = np.append(heads[1:], len(t)) - 1
+    row_run = np.empty(len(t), dtype=np.int64)
+    row_run[order] = np.cumsum(brk) - 1
+    merged = _merge_runs(g[heads], t[heads], t[tails] + gap, table, open_slots, high_watermark)
+    if merged is None:
+        return None
+    run_group, plan = merged
+    plan.inv = run_group[row_run]
+    return plan
+
+
+def key_time_order(gid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Row order sorted by (key, time), stable. Rows already in time order only
+    need a stable sort by key, which numpy does as a radix sort on 16 bits."""
+    if not bool(np.greater_equal(ts[1:], ts[:-1]).all()):
+        return np.lexsort((ts, gid))
+    top = int(gid.max())
+    if top < 1 << 15:
+        return np.argsort(gid.astype(np.int16), kind="stable")
+    if top >= 1 << 32:
+        return np.argsort(gid, kind="stable")
+    order = np.argsort((gid & 0xFFFF).astype(np.uint16), kind="stable")
+    return order[np.argsort((gid[order] >> 16).astype(np.uint16), kind="stable")]
+
+
+def _merge_runs(
+    r_gid: np.ndarray,
+    r_start: np.ndarray,
+    r_end: np.ndarray,
+    table: SessionTable,
+    open_slots: np.ndarray,
+    high_watermark: int,
+) -> tuple[np.ndarray, SessionPlan] | None:
+    """Chain a chunk's runs with the open sessions; returns each run's touched
+    session and the plan (without ``inv``)."""
+    m = len(r_gid)
+    g = np.concatenate([r_gid, table.gid[open_slots]])
+    s = np.concatenate([r_start, table.start[open_slots]])
+    e = np.concatenate([r_end, table.end[open_slots]])
     order = np.lexsort((s, g))
     g, s, e = g[order], s[order], e[order]
     runs = _run_ids(g, s, e)
-    size_all = int(runs[-1]) + 1
-    is_row = order < n
-    touched = np.bincount(runs[is_row], minlength=size_all) > 0
-    sess_pos = np.flatnonzero(~is_row)
-    sess_runs = runs[sess_pos]
-    if bool(
-        (table.end[open_slots[order[sess_pos] - n]][touched[sess_runs]] <= high_watermark).any()
-    ):
+    is_run = order < m
+    touched = np.bincount(runs[is_run], minlength=int(runs[-1]) + 1) > 0
+    sess_pos = np.flatnonzero(~is_run)
+    sess_slots = open_slots[order[sess_pos] - m]
+    sess_touched = touched[runs[sess_pos]]
+    if bool((table.end[sess_slots[sess_touched]] <= high_watermark).any()):
         return None
     compact = np.cumsum(touched) - 1
-    inv = np.empty(n, dtype=np.int64)
-    inv[order[is_row]] = compact[runs[is_row]]
-    heads = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    run_group = np.empty(m, dtype=np.int64)
+    run_group[order[is_run]] = compact[runs[is_run]]
+    new_group = np.empty(len(runs), dtype=bool)
+    new_group[0] = True
+    new_group[1:] = runs[1:] != runs[:-1]
+    heads = np.flatnonzero(new_group)
     keep = touched[runs[heads]]
-    start = s[heads][keep]
+    size = int(touched.sum())
+    target, merges = _targets(sess_slots, compact[runs[sess_pos]], sess_touched, size)
     end = np.maximum.reduceat(e, heads)[keep]
-    target, merges = _targets(
-        open_slots[order[sess_pos] - n], compact[sess_runs], touched[sess_runs], int(touched.sum())
+    plan = SessionPlan(
+        np.empty(0, dtype=np.int64), size, target, g[heads][keep], s[heads][keep], end, merges
     )
-    return SessionPlan(inv, int(touched.sum()), target, g[heads][keep], start, end, merges)
+    return run_group, plan
 
 
 def _run_ids(g: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Chain intervals sorted by (key, start): a new run starts at a new key or
     when the start is at/after the max end so far within the key."""
-    new_key = np.r_[True, g[1:] != g[:-1]]
+    new_key = np.empty(len(g), dtype=bool)
+    new_key[0] = True
+    new_key[1:] = g[1:] != g[:-1]
     seg = np.cumsum(new_key) - 1
     low = int(e.min())
     ends = e - low
@@ -494,8 +569,11 @@ def _targets(
     slots, run = slots[touched], run[touched]
     if len(slots) == 0:
         return target, []
-    head = np.r_[True, run[1:] != run[:-1]]
+    head = np.empty(len(run), dtype=bool)
+    head[0] = True
+    head[1:] = run[1:] != run[:-1]
     target[run[head]] = slots[head]
-    rank = np.arange(len(run)) - np.maximum.accumulate(np.where(head, np.arange(len(run)), 0))
+    idx = np.arange(len(run))
+    rank = idx - np.maximum.accumulate(np.where(head, idx, 0))
     merges = [(target[run[rank == r]], slots[rank == r]) for r in range(1, int(rank.max()) + 1)]
     return target, merges

@@ -32,21 +32,24 @@ def test_tumbling_window_contains_its_row(ts: list[int], size: int, sort: bool) 
 
 
 @given(times, st.integers(1, 300), st.integers(1, 300))
-def test_sliding_assigns_exactly_the_windows_containing_the_row(
+def test_sliding_pane_feeds_exactly_the_windows_containing_the_row(
     ts: list[int], advance: int, extra: int
 ) -> None:
     size = advance + extra
     arr = np.array(ts, dtype=np.int64)
     w = Sliding(size, advance)
     a = w.assign(EventClock().arrive(arr, None))
-    assert a.rows is not None
-    start, end = w.bounds(a.window)
+    assert a.rows is None, "rows are not replicated: they go to one pane each"
+    pane_start, pane_end = w.bounds(a.window)
+    assert np.all((pane_start <= arr) & (arr < pane_end))
+    first, last = w.windows_of(a.window)
     for i, t in enumerate(ts):
-        got = sorted(start[a.rows == i].tolist())
         lo = -(-(t - size + 1) // advance)  # ceil((t - size + 1) / advance)
-        want = [k * advance for k in range(lo, t // advance + 1)]
-        assert got == want
-        assert int(w.last_end(arr[i : i + 1])[0]) == max(end[a.rows == i])
+        assert (int(first[i]), int(last[i])) == (lo, t // advance)
+        start, end = w.window_bounds(np.arange(lo, t // advance + 1))
+        assert np.all((start <= t) & (t < end))
+        assert int(w.last_end(arr[i : i + 1])[0]) == int(end[-1])
+        assert int(w.first_pane(np.array([lo]))[0]) * w.pane == int(start[0])
 
 
 @given(st.lists(st.integers(0, 10_000), min_size=1, max_size=50), st.integers(0, 100))

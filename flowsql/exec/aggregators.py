@@ -619,14 +619,25 @@ class CountDistinct(Aggregator):
     def update(self, g: Grouping, args: list[pa.Array]) -> None:
         arr = g.arrow(args[0])
         ids = self.encoder.encode(arr)
-        slots = g.row_slots()
+        inv = g.inv
         if arr.null_count:
             valid = arr.is_valid().to_numpy(zero_copy_only=False)
-            ids, slots = ids[valid], slots[valid]
-        self._insert((slots << 32) | ids)
+            ids, inv = ids[valid], inv[valid]
+        if len(ids) == 0:
+            return
+        # Distinct (local group, value) pairs first: a bincount when the
+        # product of the ranges is small, else a sort.
+        span = g.size * self.encoder.count
+        local = inv * self.encoder.count + ids
+        if span <= max(16 * len(ids), 1 << 20):
+            pairs = np.flatnonzero(np.bincount(local, minlength=span))
+        else:
+            pairs = np.unique(local)
+        group, value = np.divmod(pairs, self.encoder.count)
+        self._insert(np.sort((g.slots[group] << 32) | value), distinct=True)
 
-    def _insert(self, codes: np.ndarray) -> None:
-        uniq = np.unique(codes)
+    def _insert(self, codes: np.ndarray, distinct: bool = False) -> None:
+        uniq = codes if distinct else np.unique(codes)
         pos = np.searchsorted(self.pairs, uniq)
         known = pos < len(self.pairs)
         known[known] = self.pairs[pos[known]] == uniq[known]

@@ -214,18 +214,28 @@ class AggregateOp:
         """Aggregate rows (None = all) into their (window, group) slots."""
         if rows is not None and len(rows) == 0:
             return rows
-        lg = local_groups(window, gid if rows is None else gid[rows], self.keys.count, low, high)
         assert isinstance(self.table, SlotTable)
-        slots, capacity = self.table.lookup(lg.window, lg.gid)
+        g_rows, groups = (gid if rows is None else gid[rows]), self.keys.count
+        if high == low and groups <= 4 * len(g_rows):
+            # One window, few groups: group ids are the local groups (no compaction).
+            counts = np.bincount(g_rows, minlength=groups)
+            slots, capacity = self.table.window_slots(low, counts)
+            g = Grouping(g_rows, groups, rows, ts if rows is None else ts[rows], counts)
+            changed = slots[counts > 0] if self.emit_changes else slots[:0]
+        else:
+            lg = local_groups(window, g_rows, groups, low, high)
+            slots, capacity = self.table.lookup(lg.window, lg.gid)
+            g = Grouping(lg.inv, len(lg.gid), rows, ts if rows is None else ts[rows], lg.counts)
+            changed = slots
         self._grow(capacity)
-        g = Grouping(lg.inv, len(lg.gid), rows, ts if rows is None else ts[rows], lg.counts)
         g.slots = slots
         self._update(g, args)
-        if self.windowed:
-            self._min_end = min(
-                self._min_end, int(self._first_end(lg.window.min(keepdims=True))[0])
-            )
-        return slots
+        if isinstance(self.windower, Tumbling):  # cheap bound: the batch's first window
+            self._min_end = min(self._min_end, (low + 1) * self.windower.size)
+        elif self.windowed:
+            first = int(self._first_end(np.array([low]))[0])
+            self._min_end = min(self._min_end, first)
+        return changed
 
     def _first_end(self, window: np.ndarray) -> np.ndarray:
         """End of the first window still to be emitted that state ``window`` feeds."""

@@ -28,6 +28,8 @@ from flowsql.exec.groupkeys import grow
 NO_TIME = -(1 << 62)
 #: The watermark after end of input.
 END_OF_TIME = 1 << 62
+#: The slot that is never live (see :class:`SlotTable`).
+SCRATCH = 0
 
 
 @dataclass
@@ -266,8 +268,10 @@ class SlotTable:
 
     Pairs are coded ``(window - base) << 31 | gid`` in a sorted array searched
     with ``numpy.searchsorted``; only a batch's distinct pairs are looked up.
-    Released slots are reused. ``on_grow(capacity)`` is called when the slot
-    arrays grow so the aggregators can grow theirs.
+    For the common batch that falls in one window, :meth:`window_slots` keeps
+    a dense group id -> slot array of that window instead. Released slots are
+    reused. Slot :data:`SCRATCH` is never live: updates for groups without rows
+    in a batch land there and are never read.
     """
 
     def __init__(self) -> None:
@@ -278,9 +282,36 @@ class SlotTable:
         self._codes = np.empty(0, dtype=np.int64)
         self._slots = np.empty(0, dtype=np.int64)
         self._free: list[np.ndarray] = []
-        self._next = 0
+        self._next = SCRATCH + 1
         self._base: int | None = None
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._dense_window: int | None = None
+        self._dense = np.empty(0, dtype=np.int64)  # gid -> slot in _dense_window, -1 none
+
+    def window_slots(self, window: int, counts: np.ndarray) -> tuple[np.ndarray, int]:
+        """Slot of every group id in one window, given the rows per group id:
+        groups with rows get (or keep) their slot, others :data:`SCRATCH`."""
+        if self._dense_window != window:
+            self._dense_window, self._dense = window, self._window_map(window)
+        self._dense = grow(self._dense, len(counts), -1)
+        dense = self._dense[: len(counts)]
+        present = counts > 0
+        missing = np.flatnonzero(present & (dense < 0))
+        if len(missing):
+            dense[missing] = self._lookup(np.full(len(missing), window, dtype=np.int64), missing)
+        return np.where(present, dense, SCRATCH), self.capacity
+
+    def _window_map(self, window: int) -> np.ndarray:
+        dense = np.empty(0, dtype=np.int64)
+        if self._base is None or len(self._codes) == 0:
+            return dense
+        lo = (window - self._base) << 31
+        a, b = np.searchsorted(self._codes, [lo, lo + (1 << 31)])
+        gids = self._codes[a:b] - lo
+        if len(gids):
+            dense = np.full(int(gids.max()) + 1, -1, dtype=np.int64)
+            dense[gids] = self._slots[a:b]
+        return dense
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -332,6 +363,7 @@ class SlotTable:
         if len(slots) == 0:
             return
         self._last = None
+        self._dense_window = None
         self.live[slots] = False
         keep = self.live[self._slots]
         self._codes, self._slots = self._codes[keep], self._slots[keep]

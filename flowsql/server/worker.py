@@ -23,12 +23,14 @@ that dies (even by SIGKILL) is seen at once, never waited on forever.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -241,6 +243,7 @@ def worker_main(
         rings: shared-memory slot rings (requests, replies, slots, slot bytes).
     """
     os.environ.update(env or {})
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` shows where it is
     requests = replies = None
     if rings is not None:
         requests = SlotRing(rings[2], rings[3], rings[0])

@@ -46,6 +46,12 @@ from flowsql.exec.kernels import (
 )
 from flowsql.plan.expr import AggCall
 
+
+def _ieee() -> np.errstate:
+    """Float ops on inf/NaN give NaN quietly, as in SQL engines."""
+    return np.errstate(invalid="ignore", over="ignore")
+
+
 Partial = dict[str, Any]  # field -> np.ndarray (or pa.Array for list states), one row per slot
 
 
@@ -286,7 +292,8 @@ class Sum(Aggregator):
             self.state["s"][g.slots] += int_group_sum(_subset(g.inv, valid), v, g.size)
         else:
             rows = g.row_slots() if valid is None else g.row_slots()[valid]
-            np.add.at(self.state["s"], rows, values if valid is None else values[valid])
+            with _ieee():
+                np.add.at(self.state["s"], rows, values if valid is None else values[valid])
 
     def _update_decimal(self, g: Grouping, arr: pa.Array) -> None:
         arr = g.arrow(decimal128(arr))
@@ -297,8 +304,9 @@ class Sum(Aggregator):
         self.merge(g.slots, part)
 
     def merge(self, slots: np.ndarray, part: Partial) -> None:
-        for field in self.fields:
-            self.state[field][slots] += part[field]
+        with _ieee():
+            for field in self.fields:
+                self.state[field][slots] += part[field]
         if self.mode == "decimal":
             self._normalize(slots)
 
@@ -316,7 +324,7 @@ class Sum(Aggregator):
         empty = self.state["n"][slots] == 0
         if self.mode == "decimal":
             return self._decimal_sum(slots, empty)
-        return pa.array(self.state["s"][slots], self.out_type, mask=empty)
+        return pa.array(self.state["s"][slots], self.out_type, mask=_mask(empty))
 
     def _decimal_sum(self, slots: np.ndarray, empty: np.ndarray) -> pa.Array:
         l0, l1, l2 = (self.state[f][slots] for f in ("l0", "l1", "l2"))
@@ -339,9 +347,9 @@ class Avg(Sum):
         empty = n == 0
         if self.mode == "decimal":
             return self._decimal_avg(slots, n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            avg = self.state["s"][slots].astype(np.float64) / n
-        return pa.array(avg, pa.float64(), mask=empty)
+        total = self.state["s"][slots].astype(np.float64, copy=False)
+        avg = np.divide(total, n, out=np.zeros(len(n)), where=~empty)
+        return pa.array(avg, pa.float64(), mask=_mask(empty))
 
     def _decimal_avg(self, slots: np.ndarray, n: np.ndarray) -> pa.Array:
         # One Python division per group (not per record): exact rounding.
@@ -394,9 +402,10 @@ class Variance(Aggregator):
             np.minimum.at(first, inv, np.arange(len(x)))
             self.state["k"][g.slots[fresh]] = x[first[fresh]]
         rows = g.row_slots() if valid is None else g.row_slots()[valid]
-        d = x - self.state["k"][rows]
-        np.add.at(self.state["s1"], rows, d)
-        np.add.at(self.state["s2"], rows, d * d)
+        with _ieee():
+            d = x - self.state["k"][rows]
+            np.add.at(self.state["s1"], rows, d)
+            np.add.at(self.state["s2"], rows, d * d)
         self.state["n"][g.slots] += counts
 
     def _values(self, g: Grouping, arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
@@ -440,18 +449,23 @@ class Variance(Aggregator):
         m2 = np.maximum(m2, 0.0)
         sample = self.kind in ("var_samp", "stddev_samp")
         denom = n - 1 if sample else n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = m2 / denom
+        empty = denom <= 0
+        var = np.divide(m2, denom, out=np.zeros(len(n)), where=~empty)
         out = np.sqrt(var) if self.kind.startswith("stddev") else var
-        return pa.array(out, pa.float64(), mask=denom <= 0)
+        return pa.array(out, pa.float64(), mask=_mask(empty))
 
 
 def _moments(
     n: np.ndarray, k: np.ndarray, s1: np.ndarray, s2: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        safe = np.maximum(n, 1)
+    safe = np.maximum(n, 1)
+    with _ieee():
         return k + s1 / safe, s2 - s1 * s1 / safe
+
+
+def _mask(empty: np.ndarray) -> np.ndarray | None:
+    """A null mask for ``pa.array``, None when nothing is null (cheaper)."""
+    return empty if empty.any() else None
 
 
 class MinMax(Aggregator):
@@ -484,7 +498,8 @@ class MinMax(Aggregator):
             return
         values, valid = g.numeric(args[0])
         rows = g.row_slots() if valid is None else g.row_slots()[valid]
-        self._ufunc.at(self.state["v"], rows, values if valid is None else values[valid])
+        with _ieee():  # comparisons with NaN
+            self._ufunc.at(self.state["v"], rows, values if valid is None else values[valid])
         self.state["n"][g.slots] += g.valid_counts(valid)
 
     def _generic_partial(self, g: Grouping, arr: pa.Array) -> Partial:
@@ -507,7 +522,8 @@ class MinMax(Aggregator):
 
     def merge(self, slots: np.ndarray, part: Partial) -> None:
         if self.numeric:
-            self.state["v"][slots] = self._ufunc(self.state["v"][slots], part["v"])
+            with _ieee():
+                self.state["v"][slots] = self._ufunc(self.state["v"][slots], part["v"])
         else:
             self._merge_objects(slots, part)
         self.state["n"][slots] += part["n"]

@@ -517,3 +517,22 @@ def _feed(op: AggregateOp, table: pa.Table, size: int) -> list[pa.RecordBatch]:
         out += op.process(b)
         out += op.advance(pc.max(b.column("_timestamp")).as_py())
     return out + op.flush()
+
+
+@pytest.mark.parametrize("window", list(WINDOWS))
+def test_infinities_and_nan_follow_ieee_without_warnings(window: str) -> None:
+    inf, nan = float("inf"), float("nan")
+    table = pa.table(
+        {
+            "k": ["a", "a", "a", "b", "b", "c"],
+            "x": pa.array([1.0, inf, -inf, nan, 2.0, nan]),
+            "_timestamp": pa.array(range(6), pa.int64()),
+        }
+    )
+    aggs = tuple((fn, agg(fn, "x")) for fn in ("sum", "avg", "min", "max", "var_pop"))
+    node = plan(WINDOWS[window], aggs, keys=(("k", Col("k")),))
+    rows = {r["k"]: r for r in run(node, table, 2)}
+    assert np.isnan(rows["a"]["sum"]) and np.isnan(rows["a"]["var_pop"])
+    assert rows["a"]["min"] == -inf and rows["a"]["max"] == inf
+    assert rows["b"]["min"] == 2.0 and np.isnan(rows["b"]["max"])  # NaN sorts last, like DuckDB
+    assert np.isnan(rows["b"]["avg"]) and np.isnan(rows["c"]["sum"])

@@ -50,22 +50,28 @@ if TYPE_CHECKING:
     from flowsql.server.coordinator import PartitionedJobCoordinator
 
 #: Bytes per split of a JSON lines file (one bulk decode each).
-SPLIT_BYTES = 8 << 20
+SPLIT_BYTES = 4 << 20
 
 
 class SourceSplit(Protocol):
     """A piece of a bounded input that a worker can read on its own (picklable)."""
 
-    def read(self) -> SplitData: ...
+    def read(self) -> SplitData:
+        """Decode the split (dead letters numbered from 1 within the split)."""
+        ...
+
+    def lines(self) -> int:
+        """Lines (records) in the split: only counted when a later split has
+        dead letters to number."""
+        ...
 
 
 @dataclass
 class SplitData:
-    """What a worker read from a split: rows, decode dead letters, lines."""
+    """What a worker read from a split: rows and decode dead letters."""
 
     batches: list[pa.RecordBatch]
     letters: list[DeadLetter]
-    lines: int
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,6 @@ class SplitResult:
     """What a worker reports for one split besides its output batches."""
 
     records: int  # rows decoded (what V1's engine would have been given)
-    lines: int  # lines in the split, to number dead letters across splits
 
 
 # ----------------------------------------------------------------- JSON lines
@@ -97,9 +102,14 @@ class JsonlSplit:
             data = f.read(self.end - self.start)
         decoder = JsonlDecoder(self.schema, source=self.source, path=self.path, offsets=False)
         decoded = decoder.decode(data, 1)
-        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
         batches = [decoded.batch] if decoded.batch is not None and decoded.batch.num_rows else []
-        return SplitData(batches, list(decoded.letters), lines)
+        return SplitData(batches, list(decoded.letters))
+
+    def lines(self) -> int:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            data = f.read(self.end - self.start)
+        return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
 
 def jsonl_splits(
@@ -167,7 +177,7 @@ def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
     out += engine.flush()
     letters = data.letters + _engine_letters(engine)
     records = sum(b.num_rows for b in data.batches)
-    return out, (engine.metrics, letters, SplitResult(records, data.lines))
+    return out, (engine.metrics, letters, SplitResult(records))
 
 
 def _engine_letters(engine: Any) -> list[DeadLetter]:
@@ -330,12 +340,14 @@ class SplitRun:
         self.plan = plan
         self.merge = PartialMerge(plan) if plan.two_phase else None
         self.upper = _upper_engine(plan, coordinator) if plan.upper is not None else None
-        self.lines = 0
+        self.splits: list[Any] = []
+        self.line_counts: list[int] = []  # lines of splits[i], counted when first needed
         self.worker_late = 0
         self.upper_dead = 0
 
     def run(self, splits: list[Any]) -> Iterator[pa.RecordBatch]:
         co = self.co
+        self.splits = splits
         tasks = [SplitTask(s, self.plan.lower, co.event_time) for s in splits]
         owner: dict[tuple[int, int], int] = {}  # (partition, seq) -> split index
         results: dict[int, tuple[list[pa.RecordBatch], Any]] = {}
@@ -348,7 +360,7 @@ class SplitRun:
             for w, (seq, out, reply) in self._receive_any():
                 results[owner.pop((w.partition, seq))] = (out, reply)
             while taken in results and not self._done():
-                yield from self._take(*results.pop(taken))
+                yield from self._take(taken, *results.pop(taken))
                 taken += 1
         while any(w.in_flight for w in co.workers):  # stopped early (LIMIT): discard
             self._receive_any()
@@ -371,19 +383,20 @@ class SplitRun:
                     got.append((w, reply))
         return got
 
-    def _take(self, out: list[pa.RecordBatch], reply: Any) -> Iterator[pa.RecordBatch]:
+    def _take(self, index: int, out: list[pa.RecordBatch], reply: Any) -> Iterator[pa.RecordBatch]:
         co, result = self.co, reply.value
         # Step 1
         co.metrics.records_in += result.records
-        letters = [shift_letter(x, self.lines) for x in reply.dead_letters]
-        self.lines += result.lines
-        if letters:
+        if reply.dead_letters:
+            base = self._lines_before(index)
+            letters = [shift_letter(x, base) for x in reply.dead_letters]
             co.metrics.dead_lettered += len(letters)
             co.dead_letters.write(letters)
         # Step 2
         before = co.metrics.max_event_time
         if reply.max_event_time is not None:
-            co.metrics.max_event_time = max(before or reply.max_event_time, reply.max_event_time)
+            high = reply.max_event_time
+            co.metrics.max_event_time = high if before is None else max(before, high)
         self.worker_late += reply.late_records
         # Step 3
         if self.merge is not None:
@@ -391,6 +404,11 @@ class SplitRun:
             out = as_batches(self.merge.emit(co.metrics.max_event_time))
         # Step 4
         yield from self._emit(out)
+
+    def _lines_before(self, index: int) -> int:
+        while len(self.line_counts) < index:
+            self.line_counts.append(self.splits[len(self.line_counts)].lines())
+        return sum(self.line_counts[:index])
 
     def _finish(self) -> Iterator[pa.RecordBatch]:
         if self.merge is not None and not self._done():

@@ -5,34 +5,49 @@ One batch goes through these steps, all vectorized:
 1. Event times come from ``_timestamp``; each row's watermark at arrival is
    the max event time of every earlier record minus the allowed lateness
    (``EventClock``), or the coordinator's ``__prior_max_event_time`` column.
+   That per-record watermark is what makes results independent of batch size.
 2. Group keys become persistent dense ids (``GroupKeys``).
-3. The windower assigns rows to windows (integer division; sliding windows
-   replicate rows); assignments to windows already closed at the row's
-   arrival are dropped, and rows with no open window are counted late (and
-   dead-lettered with ``late.data.strategy = 'dlq'``).
-4. The batch's distinct (window, group) pairs map to dense slots
-   (``SlotTable``); SESSION windows instead merge the rows with the open
-   sessions of their keys (``plan_sessions``).
-5. Every aggregator folds the rows into its state arrays at those slots.
-6. EMIT CHANGES returns the current row of every slot touched by the batch.
+3. The windower assigns rows to windows by integer division. A row whose
+   windows all closed before it arrived is late: counted, and dead-lettered
+   with ``late.data.strategy = 'dlq'``.
+4. The batch's (window, group) pairs map to dense slots (``SlotTable``) and
+   every aggregator folds the rows into its state arrays at those slots.
+   - TUMBLING: one slot per (window, group).
+   - SLIDING: one slot per (pane, group), panes being ``gcd(size, advance)``
+     long; a window's row merges its panes when emitted. Windows that close
+     while a batch arrives are emitted (and sealed) before the rest of the
+     batch is folded, so a pane never feeds a window closed before the row.
+   - SESSION: rows merge with the open sessions of their keys
+     (``plan_sessions``); chunks of the batch during which a touched session
+     could close are split until record-at-a-time semantics hold.
+5. EMIT CHANGES returns the current row of every (group, window) the batch changed.
 
 ``advance(t)`` sets the watermark to ``t - lateness`` and, for windowed
 queries, emits (EMIT FINAL) and frees every window whose end is at or below
 it; ``flush()`` does the same at +infinity and emits non-windowed EMIT FINAL
-groups. Rows come out ordered by (window end, window start, key values).
+groups. Rows come out ordered by (window end, window start, key values), keys
+ascending with NULLs last.
 
 Snapshot format (``snapshot()``, picklable; ``restore`` / ``merge_state`` /
 ``split_snapshot`` read it)::
 
     {"format": "flowsql.aggregate/1", "operator": name, "state_key": str,
      "keys": [key names], "key_types": [pa.DataType], "arg_types": [pa.DataType | None],
-     "max_event_time": int | None,
-     "groups": pa.Table}   # one row per live (group, window) or session:
-                           # key columns, [_window_start, _window_end], __max_ts,
-                           # then "<agg name>.<field>" state columns
+     "max_event_time": int | None,   # the operator's max event time seen
+     "next_window": int | None,      # sliding: first window index not yet emitted
+     "groups": pa.Table}   # one row per live (group, window), (group, pane) or
+                           # session: key columns (output names and types),
+                           # _window_start, _window_end, __max_ts (non-windowed
+                           # _timestamp), then "<agg name>.<field>" state columns
 
 State is stored by key *values*, so it can be split by key to move a job to
-more partitions (``split_snapshot``) and merged back (``merge_state``).
+more partitions (``split_snapshot``) and merged back (``merge_state``, which
+also combines partial aggregates of the same groups: two-phase aggregation).
+
+Known limits: EMIT CHANGES on sessions does not retract a session that a later
+record merged into another (its last row stays the pre-merge value); group
+keys and COUNT(DISTINCT) values are remembered for the operator's lifetime;
+SUM/AVG(DISTINCT) are not supported.
 """
 
 from __future__ import annotations
@@ -66,10 +81,12 @@ from flowsql.exec.windows import (
 from flowsql.plan.expr import Col, Expr
 from flowsql.plan.nodes import Aggregate, WindowSpec
 from flowsql.records import TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
+from flowsql.state.snapshots import SNAPSHOT_FORMAT, check_snapshot, split_snapshot
+
+__all__ = ["PRIOR_MAX", "AggregateOp", "split_snapshot"]
 
 #: Column a V2 coordinator may add: global max event time before each row.
 PRIOR_MAX = "__prior_max_event_time"
-SNAPSHOT_FORMAT = "flowsql.aggregate/1"
 MAX_TS = "__max_ts"
 
 Evaluator = Callable[[pa.RecordBatch], pa.Array]
@@ -170,7 +187,8 @@ class AggregateOp:
         if batch.num_rows == 0:
             return []
         arrival = self.clock.arrive(_timestamps(batch), _prior(batch))
-        gid = self.keys.encode([f(batch) for f in self._key_evals], batch.num_rows)
+        keys = [_as_array(f(batch), batch.num_rows) for f in self._key_evals]
+        gid = self.keys.encode(keys, batch.num_rows)
         args = self._args(batch)
         if self.session_gap:
             changed = self._process_sessions(batch, arrival, gid, args)
@@ -627,7 +645,7 @@ class AggregateOp:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with a snapshot's."""
-        _check_format(state, self.state_key)
+        check_snapshot(state, self.state_key)
         self._reset_state()
         stored = state.get("max_event_time")
         self.clock.max_time = NO_TIME if stored is None else int(stored)
@@ -638,7 +656,7 @@ class AggregateOp:
     def merge_state(self, state: dict[str, Any]) -> None:
         """Merge a snapshot's groups into this operator (two-phase aggregation;
         restoring a split snapshot). Sessions are added, not re-merged."""
-        _check_format(state, self.state_key)
+        check_snapshot(state, self.state_key)
         table: pa.Table = state["groups"]
         arg_types = list(state.get("arg_types") or [])
         if not self._started and len(arg_types) == len(self._arg_exprs):
@@ -675,38 +693,6 @@ class AggregateOp:
         if self.windowed:
             self._min_end = min(self._min_end, int(self._first_end(window).min()))
         return slots
-
-
-def split_snapshot(
-    state: dict[str, Any],
-    partition: np.ndarray | Callable[[pa.Table], np.ndarray],
-    partitions: int | None = None,
-) -> list[dict[str, Any]]:
-    """Split an aggregate snapshot by key, e.g. to move a job to more partitions.
-
-    Args:
-        state: an ``AggregateOp.snapshot()``.
-        partition: the partition of each state row, or a function from the
-            key columns (a ``pa.Table``) to that array (e.g. the router's hash).
-        partitions: number of parts (default: max partition + 1).
-
-    Returns:
-        One snapshot per partition; restore each into its partition's operator.
-    """
-    groups: pa.Table = state["groups"]
-    part = partition(groups.select(state["keys"])) if callable(partition) else partition
-    part = np.asarray(part, dtype=np.int64)
-    count = partitions if partitions is not None else (int(part.max()) + 1 if len(part) else 1)
-    return [dict(state, groups=groups.filter(pa.array(part == i))) for i in range(count)]
-
-
-def _check_format(state: dict[str, Any], state_key: str) -> None:
-    if state.get("format") != SNAPSHOT_FORMAT:
-        raise ExecutionError(f"not an aggregate snapshot (format {state.get('format')!r})")
-    if state.get("state_key") != state_key:
-        raise ExecutionError(
-            f"snapshot is for {state.get('state_key')}, not {state_key}: the query changed"
-        )
 
 
 def _dedupe_args(node: Aggregate) -> tuple[list[Expr], list[tuple[int, ...]]]:

@@ -137,6 +137,7 @@ def duck(table: pa.Table, window: str) -> list[dict[str, Any]]:
     sql = frames[window].format(aggs=DUCK_AGGS)
     sort = "_window_end, _window_start, sym NULLS LAST" if window != "none" else "sym NULLS LAST"
     rel = duckdb.sql(f"SELECT * FROM ({sql}) ORDER BY {sort}")
+    assert rel is not None
     rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
     for r in rows:
         n_amount = r.pop("n_amount")
@@ -145,7 +146,7 @@ def duck(table: pa.Table, window: str) -> list[dict[str, Any]]:
 
 
 def _decimal_avg(total: Decimal | None, count: int) -> Decimal | None:
-    if not count:
+    if not count or total is None:
         return None
     ctx = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
     return ctx.divide(total, count).quantize(Decimal("0.000001"), context=ctx)
@@ -346,6 +347,7 @@ def test_multi_column_and_expression_keys_with_nulls() -> None:
            FROM (SELECT *, _timestamp // 1000 * 1000 AS ws FROM tbl) GROUP BY ALL
            ORDER BY _window_end, _window_start, sym NULLS LAST, q3 NULLS LAST, pos NULLS LAST"""
     )
+    assert rel is not None
     want = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
     for size in (7, 10_000):
         assert_same(run(node, tbl, size), want)
@@ -536,3 +538,17 @@ def test_infinities_and_nan_follow_ieee_without_warnings(window: str) -> None:
     assert rows["a"]["min"] == -inf and rows["a"]["max"] == inf
     assert rows["b"]["min"] == 2.0 and np.isnan(rows["b"]["max"])  # NaN sorts last, like DuckDB
     assert np.isnan(rows["b"]["avg"]) and np.isnan(rows["c"]["sum"])
+
+
+def test_constant_key_and_argument_expressions() -> None:
+    node = plan(
+        WINDOWS["tumbling"],
+        (
+            ("n", AggCall("count", (Lit(1, pa.int64()),))),
+            ("s", AggCall("sum", (Lit(2, pa.int64()),))),
+        ),
+        keys=(("one", Lit("x", pa.string())),),
+    )
+    rows = run(node, data(30), 7)
+    assert {r["one"] for r in rows} == {"x"}
+    assert sum(r["n"] for r in rows) == 30 and sum(r["s"] for r in rows) == 60

@@ -379,7 +379,7 @@ def test_session_bridging_record_merges_sessions_in_any_order() -> None:
     # With enough allowed lateness nothing closes, so arrival order cannot matter.
     aggs = (("n", AggCall("count_star")), ("s", AggCall("sum", (Col("qty"),))))
     plan = node(WINDOWS["session"], lateness=1000, aggs=aggs)
-    base = {"sym": ["k", "k", "k"], "qty": [1, 2, 4]}
+    base: dict[str, list[Any]] = {"sym": ["k", "k", "k"], "qty": [1, 2, 4]}
     results = []
     for order in ([0, 1, 2], [0, 2, 1], [2, 1, 0]):
         ts = [1000, 1300, 1150]  # 1150 bridges [1000,1200) and [1300,1500)

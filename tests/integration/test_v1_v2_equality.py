@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,16 +198,13 @@ def test_switch_v1_to_v2_to_v2x3_to_v1_mid_stream_equals_unswitched(
     legs = [batches[:8], batches[8:14], batches[14:20], batches[20:]]
     out: list[pa.RecordBatch] = []
     old: Any = None
-    for leg, make in zip(
-        legs,
-        [
-            lambda: SimpleJobProcessor(parse_one(sql)),
-            lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=2),
-            lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=3),
-            lambda: SimpleJobProcessor(parse_one(sql)),
-        ],
-        strict=True,
-    ):
+    makes: list[Callable[[], Any]] = [
+        lambda: SimpleJobProcessor(parse_one(sql)),
+        lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=2),
+        lambda: PartitionedJobCoordinator(parse_one(sql), num_partitions=3),
+        lambda: SimpleJobProcessor(parse_one(sql)),
+    ]
+    for leg, make in zip(legs, makes, strict=True):
         new = make()
         try:
             if old is not None:

@@ -97,6 +97,7 @@ def test_killed_worker_raises_naming_partition_and_exit_code() -> None:
     try:
         v2.process_batch(table.to_batches(1_000)[0])
         victim = v2.workers[1].process
+        assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(5)
         with pytest.raises(ExecutionError, match=r"partition 1 .*exit code -9"):
@@ -113,6 +114,7 @@ def test_failure_is_visible_without_a_call_and_close_reaps() -> None:
     try:
         assert v2.failure is None
         pid = v2.workers[0].process.pid
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while v2.failure is None and time.monotonic() < deadline:
@@ -121,7 +123,7 @@ def test_failure_is_visible_without_a_call_and_close_reaps() -> None:
     finally:
         v2.close()
     with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # reaped: no zombie left
     with pytest.raises(ExecutionError, match="closed"):
         v2.process_batch(trades(10).to_batches()[0])
 

@@ -31,6 +31,9 @@ class Outcome:
     seconds: float
     rows: int
     groups: int | None = None  # see flowsql.bench.scenarios; None = unknown
+    cpu_seconds: float | None = None  # CPU time of this process over the same span
+    #: CPU seconds of each live descendant when the timed span began
+    cpu_baseline: dict[int, float] | None = None
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Measurement:
 
     records: int
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # this process + its workers
     rows: int = 0
     groups: int | None = None
     peak_rss_mb: float = 0.0
@@ -52,6 +56,15 @@ class Measurement:
     @property
     def median(self) -> float:
         return statistics.median(self.rates) if self.seconds else 0.0
+
+    @property
+    def cpu_rate(self) -> float | None:
+        """Records per CPU-second (median): the wall-clock rate with the machine's
+        other load taken out; for V2 it counts the workers' CPU too."""
+        if not self.cpu_seconds:
+            return None
+        cpu = statistics.median(self.cpu_seconds)
+        return self.records / cpu if cpu > 0 else None
 
     @property
     def low(self) -> float:
@@ -69,20 +82,30 @@ def measure(
     *,
     on_run: Callable[[], None] | None = None,
 ) -> Measurement:
-    """Call ``run`` ``repeat`` times (a full GC before each); keep every time,
-    the last counts and the largest peak RSS."""
+    """Call ``run`` ``repeat`` times in a row; see :func:`measure_once`."""
     m = Measurement(records)
     for _ in range(max(1, repeat)):
-        gc.collect()
-        with PeakMemory() as mem:
-            outcome = run()
-        m.seconds.append(outcome.seconds)
-        m.rows, m.groups = outcome.rows, outcome.groups
-        m.peak_rss_mb = max(m.peak_rss_mb, mem.peak_mb)
-        m.rss_exact = m.rss_exact and mem.exact
+        measure_once(run, m)
         if on_run is not None:
             on_run()
     return m
+
+
+def measure_once(run: Callable[[], Outcome], m: Measurement) -> None:
+    """One run after a full GC: append its time and CPU time to ``m``, keep its
+    counts and the largest peak RSS."""
+    gc.collect()
+    with PeakMemory() as mem:
+        outcome = run()
+    m.seconds.append(outcome.seconds)
+    if outcome.cpu_seconds is not None:
+        children = 0.0
+        if outcome.cpu_baseline is not None:
+            children = mem.children_cpu(outcome.cpu_baseline)
+        m.cpu_seconds.append(outcome.cpu_seconds + children)
+    m.rows, m.groups = outcome.rows, outcome.groups
+    m.peak_rss_mb = max(m.peak_rss_mb, mem.peak_mb)
+    m.rss_exact = m.rss_exact and mem.exact
 
 
 class Stopwatch:
@@ -105,6 +128,7 @@ class PeakMemory:
         self.exact = _reset_peak()
         self.peak_mb = 0.0
         self._children: dict[int, int] = {}  # pid -> largest VmHWM seen (kB)
+        self._cpu_last: dict[int, float] = {}  # pid -> CPU seconds when last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
 
@@ -119,6 +143,13 @@ class PeakMemory:
         own = _own_peak_kb() if self.exact else _maxrss_kb()
         self.peak_mb = (own + sum(self._children.values())) / 1024
 
+    def children_cpu(self, baseline: dict[int, float]) -> float:
+        """CPU seconds the descendants used since ``baseline`` (see
+        :func:`children_cpu_now`); a process born later counts from zero. Sampled
+        every :data:`SAMPLE_INTERVAL_S`, so the last moments of a process that
+        exited are missed."""
+        return sum(cpu - baseline.get(pid, 0.0) for pid, cpu in self._cpu_last.items())
+
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self._look()
@@ -128,6 +159,9 @@ class PeakMemory:
             kb = _status_kb(Path(f"/proc/{pid}/status"), "VmHWM:")
             if kb:
                 self._children[pid] = max(self._children.get(pid, 0), kb)
+            cpu = _cpu_s(pid)
+            if cpu:
+                self._cpu_last[pid] = cpu
 
 
 def descendants(pid: int) -> list[int]:
@@ -144,6 +178,23 @@ def descendants(pid: int) -> list[int]:
             out += kids
             todo += kids
     return out
+
+
+def children_cpu_now() -> dict[int, float]:
+    """CPU seconds so far of every live descendant of this process."""
+    return {pid: _cpu_s(pid) for pid in descendants(os.getpid())}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _reset_peak() -> bool:

@@ -214,7 +214,9 @@ def _result_json(r: Result) -> dict[str, Any]:
         "source": r.source,
         "records": m.records,
         "seconds": m.seconds,
+        "cpu_seconds": m.cpu_seconds,
         "rates": m.rates,
+        "cpu_rate": m.cpu_rate,
         "median": m.median,
         "min": m.low,
         "max": m.high,
@@ -237,12 +239,16 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
 
 def results_table(suite: SuiteRun) -> Table:
     """Every run: rate (median, min-max), peak RSS, rows and their check."""
-    table = Table(title="flowsql bench: records/s (median of K, min-max)", show_lines=False)
+    table = Table(
+        title="flowsql bench: records/s (median of K, min-max); records per CPU-second",
+        show_lines=False,
+    )
     for col, justify in (
         ("scenario", "left"),
         ("runner", "left"),
         ("rec/s", "right"),
         ("min-max", "right"),
+        ("rec/CPU-s", "right"),
         ("peak RSS MB", "right"),
         ("rows", "right"),
         ("check", "left"),
@@ -261,6 +267,7 @@ def results_table(suite: SuiteRun) -> Table:
             r.label,
             shown if ok else f"[red]{shown} ✗[/red]",
             f"{human(m.low)}-{human(m.high)}" if m.seconds else "",
+            human(m.cpu_rate) if m.cpu_rate else "",
             f"{m.peak_rss_mb:,.0f}" if m.seconds else "",
             f"{m.rows:,}",
             r.check if ok else f"[red]{r.check}[/red]",
@@ -335,13 +342,14 @@ def markdown(doc: dict[str, Any]) -> str:
     """The results of a JSON document (:func:`to_json`) as Markdown tables:
     every run, then the ratios."""
     lines = [
-        "| scenario | runner | rec/s (median) | min-max | peak RSS MB | rows | check | notes |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| scenario | runner | rec/s (median) | min-max | rec/CPU-s | peak RSS MB | rows | check | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in doc["results"]:
         spread = f"{human(r['min'])}-{human(r['max'])}" if r["seconds"] else "-"
+        cpu = human(r["cpu_rate"]) if r.get("cpu_rate") else "-"
         lines.append(
-            f"| {r['scenario']} | {r['label']} | {r['median']:,.0f} | {spread}"
+            f"| {r['scenario']} | {r['label']} | {r['median']:,.0f} | {spread} | {cpu}"
             f" | {r['peak_rss_mb']:,.0f} | {r['rows']:,} | {r['check']} | {' '.join(r['notes'])} |"
         )
     keys = [k for k in _HEADERS if any(v.get(k) is not None for v in doc["ratios"].values())]

@@ -23,13 +23,26 @@ from typing import Any
 import pyarrow as pa
 
 from flowsql.bench import ceiling
-from flowsql.bench.measure import Outcome
+from flowsql.bench.measure import Outcome, children_cpu_now
 from flowsql.bench.scenarios import Scenario
 from flowsql.engine import Engine
 from flowsql.plan.nodes import Statement
 from flowsql.server.processor import JobProcessor, SimpleJobProcessor
 
 Run = Callable[[], Outcome]
+
+
+class _Clock:
+    """Wall and CPU time of this process from its creation to :meth:`outcome`
+    (with ``children``, also where the worker processes' CPU time stood)."""
+
+    def __init__(self, children: bool = False) -> None:
+        self.children = children_cpu_now() if children else None
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def outcome(self, rows: int, groups: int | None = None) -> Outcome:
+        cpu = time.process_time() - self.cpu
+        return Outcome(time.perf_counter() - self.wall, rows, groups, cpu, self.children)
 
 
 class CountingSink:
@@ -61,11 +74,11 @@ def direct(statement: Statement, batches: list[pa.RecordBatch]) -> Run:
     def run() -> Outcome:
         engine = Engine(statement)
         rows = 0
-        start = time.perf_counter()
+        clock = _Clock()
         for b in batches:
             rows += sum(o.num_rows for o in engine.process(b))
         rows += sum(o.num_rows for o in engine.flush())
-        return Outcome(time.perf_counter() - start, rows)
+        return clock.outcome(rows)
 
     return run
 
@@ -95,10 +108,9 @@ def job(
         info.startup_s = time.perf_counter() - built
         info.path = data_path(proc, src)
         sink = CountingSink()
-        start = time.perf_counter()
+        clock = _Clock(children=True)
         report = run_job(statement, src, sink, processor=proc)
-        seconds = time.perf_counter() - start
-        return Outcome(seconds, report.records_out)
+        return clock.outcome(report.records_out)
 
     return run
 
@@ -146,9 +158,9 @@ def numpy_ceiling(scenario: Scenario, batches: list[pa.RecordBatch]) -> Run:
     kernel = ceiling.KERNELS[scenario.ceiling]
 
     def run() -> Outcome:
-        start = time.perf_counter()
+        clock = _Clock()
         rows, groups = kernel(arrays, keys)
-        return Outcome(time.perf_counter() - start, rows, groups)
+        return clock.outcome(rows, groups)
 
     return run
 
@@ -163,11 +175,11 @@ def duckdb_batch(scenario: Scenario, batches: list[pa.RecordBatch], threads: int
         con = duckdb.connect()
         con.execute(f"SET threads = {int(threads)}")
         con.register("t", table)
-        start = time.perf_counter()
+        clock = _Clock()
         rel = con.sql(scenario.duckdb_sql)
         out = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-        seconds = time.perf_counter() - start
+        outcome = clock.outcome(out.num_rows, out.num_rows)
         con.close()
-        return Outcome(seconds, out.num_rows, out.num_rows)
+        return outcome
 
     return run

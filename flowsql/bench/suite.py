@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowsql.bench import data, runners
-from flowsql.bench.measure import Measurement, measure
+from flowsql.bench.measure import Measurement, measure_once
 from flowsql.bench.scenarios import PEER_MIN_QUANTITY, PEER_SCENARIO, Scenario
 from flowsql.engine import DEFAULT_BATCH_SIZE, Engine
 from flowsql.plan.nodes import Statement
@@ -123,14 +123,21 @@ def warm_up() -> None:
         importlib.import_module(module)
 
 
+@dataclass
+class _Planned:
+    """A runner to measure: its result (filled in place) and its run."""
+
+    result: Result
+    run: runners.Run
+    info: runners.JobRun | None = None
+
+
 def _run_scenario(suite: SuiteRun, scenario: Scenario, tmp: Path, say: Progress) -> None:
     opts = suite.options
     say(f"{scenario.name}: generating {opts.records:,} {scenario.kind}")
     batches = data.generate(scenario.kind, opts.records, opts.batch_size)
     suite.records[scenario.name] = opts.records
     statement = runners.parse(scenario.sql)
-    add = _adder(suite, scenario.name, opts.records, opts.repeat, say)
-    add("direct", "memory", runners.direct(statement, batches))
     if opts.source == "jsonl":
         say(f"{scenario.name}: writing JSONL")
         path = data.write_jsonl(batches, tmp / f"{scenario.kind}.jsonl")
@@ -138,43 +145,62 @@ def _run_scenario(suite: SuiteRun, scenario: Scenario, tmp: Path, say: Progress)
         suite.jsonl_rows[scenario.name] = _reference_rows(statement, source)
     else:
         source = runners.memory_source(scenario.kind, batches, opts.batch_size)
-    _run_jobs(add, statement, source, opts)
-    add("ceiling", "memory", runners.numpy_ceiling(scenario, batches))
-    add("duckdb", "memory", runners.duckdb_batch(scenario, batches, opts.duckdb_threads))
+    plan = [_plan(scenario.name, "direct", "memory", runners.direct(statement, batches))]
+    plan += _plan_jobs(scenario.name, statement, source, opts)
+    plan.append(_plan(scenario.name, "ceiling", "memory", runners.numpy_ceiling(scenario, batches)))
+    duck = runners.duckdb_batch(scenario, batches, opts.duckdb_threads)
+    plan.append(_plan(scenario.name, "duckdb", "memory", duck))
+    _measure_interleaved(suite, plan, opts.records, opts.repeat, say)
 
 
-def _run_jobs(
-    add: _Add, statement: Statement, source: Callable[[], Any], opts: BenchOptions
-) -> None:
+def _plan(
+    scenario: str,
+    runner: str,
+    source: str,
+    run: runners.Run,
+    partitions: int | None = None,
+    info: runners.JobRun | None = None,
+) -> _Planned:
+    return _Planned(Result(scenario, runner, source, Measurement(0), partitions), run, info)
+
+
+def _plan_jobs(
+    scenario: str, statement: Statement, source: Callable[[], Any], opts: BenchOptions
+) -> list[_Planned]:
     info = runners.JobRun()
-    res = add("V1", opts.source, runners.job(statement, source, runners.v1(statement), info))
-    res.notes.append(f"path={info.path}")
+    v1 = runners.job(statement, source, runners.v1(statement), info)
+    plan = [_plan(scenario, "V1", opts.source, v1, info=info)]
     for p in opts.partitions:
         info = runners.JobRun()
-        proc = runners.v2(statement, p)
-        res = add("V2", opts.source, runners.job(statement, source, proc, info), partitions=p)
-        res.notes += [f"path={info.path}", f"startup={info.startup_s:.2f}s"]
+        v2 = runners.job(statement, source, runners.v2(statement, p), info)
+        plan.append(_plan(scenario, "V2", opts.source, v2, partitions=p, info=info))
+    return plan
 
 
-_Add = Callable[..., Result]
-
-
-def _adder(suite: SuiteRun, scenario: str, records: int, repeat: int, say: Progress) -> _Add:
-    def add(runner: str, source: str, run: runners.Run, partitions: int | None = None) -> Result:
-        label = f"V2x{partitions}" if runner == "V2" else runner
-        say(f"{scenario}: {label} ({source})")
-        try:
-            m = measure(run, records, repeat, on_run=lambda: say(""))
-        except Exception as exc:  # a failing runner is reported, not fatal
-            log.debug("%s: %s failed", scenario, label, exc_info=True)
-            m = Measurement(records, error=f"{type(exc).__name__}: {exc}")
-            for _ in range(repeat):
-                say("")
-        result = Result(scenario, runner, source, m, partitions)
-        suite.results.append(result)
-        return result
-
-    return add
+def _measure_interleaved(
+    suite: SuiteRun, plan: list[_Planned], records: int, repeat: int, say: Progress
+) -> None:
+    """Run every planned runner once per round, ``repeat`` rounds: each runner
+    sees the same spread of machine load (other processes come and go)."""
+    for p in plan:
+        p.result.m = Measurement(records)
+    for round_ in range(max(1, repeat)):
+        for p in plan:
+            r = p.result
+            say(f"{r.scenario}: {r.label} ({r.source}) run {round_ + 1}/{repeat}")
+            if r.m.error is None:
+                try:
+                    measure_once(p.run, r.m)
+                except Exception as exc:  # a failing runner is reported, not fatal
+                    log.debug("%s: %s failed", r.scenario, r.label, exc_info=True)
+                    r.m.error = f"{type(exc).__name__}: {exc}"
+            say("")
+    for p in plan:
+        if p.info is not None and p.info.path:
+            p.result.notes.append(f"path={p.info.path}")
+            if p.result.runner == "V2":
+                p.result.notes.append(f"startup={p.info.startup_s:.2f}s")
+        suite.results.append(p.result)
 
 
 def _reference_rows(statement: Statement, source: Callable[[], Any]) -> int:
@@ -200,11 +226,13 @@ def _run_peers(suite: SuiteRun, tmp: Path, say: Progress) -> None:
     suite.records[scenario.name] = n
     suite.peer_windows = peer_windows(batches)
     statement = runners.parse(scenario.sql)
-    add = _adder(suite, scenario.name, n, opts.repeat, say)
-    add("direct", "memory", runners.direct(statement, batches))
-    info = runners.JobRun()
     source = runners.memory_source(scenario.kind, batches, opts.batch_size)
-    add("V1", "memory", runners.job(statement, source, runners.v1(statement), info))
+    v1 = runners.job(statement, source, runners.v1(statement), runners.JobRun())
+    plan = [
+        _plan(scenario.name, "direct", "memory", runners.direct(statement, batches)),
+        _plan(scenario.name, "V1", "memory", v1),
+    ]
+    _measure_interleaved(suite, plan, n, opts.repeat, say)
     python = peers.peer_python(opts.peers_python)
     path = peers.write_records(data.as_table(batches), tmp / "peers.arrow")
     for engine in peers.ENGINES:

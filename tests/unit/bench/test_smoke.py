@@ -60,8 +60,11 @@ def test_json_shape(memory_run: SuiteRun, tmp_path: Path) -> None:
     first = loaded["results"][0]
     for key in ("scenario", "runner", "label", "partitions", "source", "records", "seconds"):
         assert key in first
-    for key in ("rates", "median", "min", "max", "peak_rss_mb", "rows", "expected_rows", "check"):
+    for key in ("rates", "median", "min", "max", "cpu_seconds", "cpu_rate", "peak_rss_mb"):
         assert key in first
+    for key in ("rows", "expected_rows", "check", "notes"):
+        assert key in first
+    assert first["cpu_rate"] > 0
     assert len(first["seconds"]) == 1 and first["median"] > 0 and first["peak_rss_mb"] > 0
     assert set(loaded["ratios"]) == {s.name for s in scenarios.SCENARIOS}
     assert "v1_over_direct" in loaded["ratios"]["3a_tumbling"]

@@ -376,6 +376,8 @@ class AggregateOp:
         for j in range(w.panes_per_window):
             slots = self.table.find(first + j, gid)
             have = slots >= 0
+            if not have.any():
+                continue
             for agg, sc in zip(self.aggs, self._scratch, strict=True):
                 sc.merge(idx[have], agg.extract(slots[have]))
         results = [sc.result(idx) for sc in self._scratch]

@@ -251,7 +251,7 @@ WINDOWS = {
 @pytest.mark.parametrize("lateness", [0, 250])
 @pytest.mark.parametrize("kind", list(WINDOWS))
 def test_final_rows_match_the_reference_at_every_batch_size(kind: str, lateness: int) -> None:
-    table = trades(600, seed=7, jitter=1200)
+    table = trades(400, seed=7, jitter=1200)
     plan = node(WINDOWS[kind], lateness=lateness)
     want, late = reference(plan, table)
     assert want, "the data must produce groups"

@@ -100,7 +100,7 @@ class JsonlSplit:
         with open(self.path, "rb") as f:
             f.seek(self.start)
             data = f.read(self.end - self.start)
-        decoder = JsonlDecoder(self.schema, source=self.source, path=self.path, offsets=False)
+        decoder = JsonlDecoder(self.schema, source=self.source, path=self.path)
         decoded = decoder.decode(data, 1)
         batches = [decoded.batch] if decoded.batch is not None and decoded.batch.num_rows else []
         return SplitData(batches, list(decoded.letters))

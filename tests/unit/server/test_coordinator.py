@@ -248,3 +248,26 @@ def test_late_rows_go_to_the_dead_letter_sink_like_v1() -> None:
     assert sorted(str(x.original) for x in letters.letters) == sorted(
         str(x.original) for x in v1_letters.letters
     )
+
+
+def test_run_splits_numbers_event_time_dead_letters_like_v1(tmp_path: Path) -> None:
+    from flowsql.connectors.files import JsonlSource
+
+    rows = trades(3_000).to_pylist()
+    for i in (5, 1_700, 2_900):
+        rows[i]["ts"] = "not a time"
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sql = "SELECT symbol, COUNT(*) AS n FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1s)"
+    v1_letters = ListDeadLetters()  # decode errors (the source) and event-time errors (the engine)
+    engine = Engine(parse_one(sql), dead_letters=v1_letters)
+    for b in JsonlSource(path, name="trades", dead_letters=v1_letters).batches():
+        engine.process(b)
+    engine.flush()
+    letters = ListDeadLetters()
+    splits = jsonl_splits(path, source="trades", split_bytes=20_000)
+    with PartitionedJobCoordinator(parse_one(sql), num_partitions=2, dead_letters=letters) as v2:
+        list(v2.run_splits(splits or []))
+    assert len(v1_letters.letters) == 3
+    assert [x.position for x in letters.letters] == [x.position for x in v1_letters.letters]
+    assert [x.error for x in letters.letters] == [x.error for x in v1_letters.letters]

@@ -158,11 +158,37 @@ class BatchFailureHandler:
                 if self.is_fatal(exc):
                     raise
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if self._earlier_batch_failed(exc, batch):
+                    continue  # V2 reported an earlier batch; this one was not taken
                 attempt += 1
                 if self._wait_for_retry(attempt, exc):
                     continue
                 self.counters.failed_batches += 1
                 return self._give_up(batch, exc)
+
+    def run_flush(self, flush: Callable[[], list[pa.RecordBatch]]) -> list[pa.RecordBatch]:
+        """``flush()`` at end of input, applying the policy to a batch whose
+        failure a pipelined (V2) processor reports only now."""
+        while True:
+            try:
+                return flush()
+            except Exception as exc:
+                if self.is_fatal(exc) or getattr(exc, "batch", None) is None:
+                    raise
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._earlier_batch_failed(exc, None)
+
+    def _earlier_batch_failed(self, exc: Exception, current: pa.RecordBatch | None) -> bool:
+        """A pipelined processor (V2 ``BatchError``) reports the failure of an
+        earlier batch, carried as ``exc.batch``, before taking the current one.
+        The earlier batch gets the policy without retries (its rows are no
+        longer in flight); True = give the current batch again."""
+        failed = getattr(exc, "batch", None)
+        if failed is None or failed is current:
+            return False
+        self.counters.failed_batches += 1
+        self._give_up(failed, exc)
+        return True
 
     def _wait_for_retry(self, attempt: int, exc: Exception) -> bool:
         """Sleep the backoff of ``attempt`` if the policy retries; False = give up.

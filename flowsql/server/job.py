@@ -431,7 +431,7 @@ class Job:
             raise failure
 
     def _finish_input(self, _: None) -> None:
-        self._emit(self.processor.flush())
+        self._emit(self._failures.run_flush(self.processor.flush))
         self._refresh_counters()
         self.sink.flush()
         self._end(JobState.FINISHED)

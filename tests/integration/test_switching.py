@@ -169,20 +169,7 @@ def run(
     return paced.sinks[name].rows
 
 
-ROWS_SNAPSHOT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="a V2 snapshot of ROWS-window state restored into V1 or V2(n) changes the last"
-    " bits of AVG (43.61666666666667 -> 43.616666666666674); V1 -> V2 alone is exact",
-)
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        pytest.param(q, marks=ROWS_SNAPSHOT_BUG) if q == "rows_window" else q
-        for q in sorted(QUERIES)
-    ],
-)
+@pytest.mark.parametrize("query", sorted(QUERIES))
 def test_switched_run_equals_unswitched_run(paced: Paced, query: str) -> None:
     sql = QUERIES[query]
 

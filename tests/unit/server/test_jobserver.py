@@ -474,14 +474,7 @@ def test_a_stopped_job_leaves_its_snapshot(tmp_path: Path) -> None:
         h.server.shutdown()
 
 
-V2_BATCH_ERRORS = pytest.mark.xfail(
-    strict=True,
-    reason="the V2 coordinator closes all its workers when one batch raises in a worker,"
-    " so the job fails instead of applying send_to_dlq",
-)
-
-
-@pytest.mark.parametrize("mode", ["v1", pytest.param("v2", marks=V2_BATCH_ERRORS)])
+@pytest.mark.parametrize("mode", ["v1", "v2"])
 def test_a_batch_that_raises_in_sql_is_dead_lettered(harness: Harness, mode: str) -> None:
     harness.server.deploy(
         f"-- @job_mode: {mode}\n-- @num_partitions: 2\n"

@@ -483,7 +483,10 @@ class MinMax(Aggregator):
         if self.numeric:
             dtype = np.float64 if pa.types.is_floating(self.value_type) else np.int64
             big = np.inf if dtype is np.float64 else np.iinfo(np.int64).max
-            self.fields = {"v": (dtype, big if self.smallest else -big), "n": (np.int64, 0)}
+            # fmin skips NaN, so a float MIN starting from NaN stays NaN only
+            # when every value is NaN (NaN sorts last, as in DuckDB).
+            start = (np.nan if dtype is np.float64 else big) if self.smallest else -big
+            self.fields = {"v": (dtype, start), "n": (np.int64, 0)}
             self._ufunc = np.fmin if self.smallest else np.maximum
         else:
             self.fields = {"v": (object, None), "n": (np.int64, 0)}

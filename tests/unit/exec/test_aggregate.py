@@ -552,3 +552,14 @@ def test_constant_key_and_argument_expressions() -> None:
     rows = run(node, data(30), 7)
     assert {r["one"] for r in rows} == {"x"}
     assert sum(r["n"] for r in rows) == 30 and sum(r["s"] for r in rows) == 60
+
+
+def test_kernel_benchmark_runs_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowsql.bench import kernels
+
+    results = kernels.main(["--records", "30000", "--batch", "7000", "--repeat", "1", "--engine"])
+    by = {(r.scenario, r.runner): r.rows_out for r in results}
+    for scenario in kernels.SCENARIOS:
+        assert by[(scenario, "operator")] == by[(scenario, "engine")] > 0
+    assert by[("tumbling", "ceiling")] == by[("tumbling", "operator")]
+    assert "CPU rec/s" in capsys.readouterr().out

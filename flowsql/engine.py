@@ -14,10 +14,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowsql.exec.compile import compile_plan
-from flowsql.exec.eventtime import EventTimeAssigner
+from flowsql.exec.eventtime import (
+    PRIOR_MAX_EVENT_TIME,
+    EventTimeAssigner,
+    has_windowed_aggregate,
+    in_order,
+    prior_max,
+)
 from flowsql.exec.operator import Operator, OperatorContext
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import event_time_column
@@ -67,6 +72,7 @@ class Engine:
         source = statement.sources[0] if statement.sources else ""
         self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
         self.operators: list[Operator] = compile_plan(statement.plan, self.ctx)
+        self._stamp_prior_max = has_windowed_aggregate(statement.plan)
 
     @property
     def done(self) -> bool:
@@ -86,15 +92,18 @@ class Engine:
         batch, letters = self._clock.assign(batch)
         if letters:
             self.ctx.dead_letters.extend(letters)
-        out = self._push([batch])
-        if batch.num_rows:
-            high = pc.max(batch.column(TIMESTAMP)).as_py()
-            prev = self.metrics.max_event_time
-            self.metrics.max_event_time = high if prev is None else max(prev, high)
-            out += self.advance(self.metrics.max_event_time)
-        else:
+        if not batch.num_rows:
             self._drain()
-        return out
+            return []
+        ts = batch.column(TIMESTAMP).to_numpy(zero_copy_only=False)
+        prev = self.metrics.max_event_time
+        stamped = PRIOR_MAX_EVENT_TIME in batch.schema.names  # by a V2 coordinator
+        if self._stamp_prior_max and not stamped and not in_order(ts, prev):
+            batch = batch.append_column(PRIOR_MAX_EVENT_TIME, pa.array(prior_max(ts, prev)))
+        out = self._push([batch])
+        high = int(ts.max())
+        self.metrics.max_event_time = high if prev is None else max(prev, high)
+        return out + self.advance(self.metrics.max_event_time)
 
     def advance(self, event_time_ms: int) -> list[pa.RecordBatch]:
         """Tell every operator event time reached ``event_time_ms``; emit what closes."""

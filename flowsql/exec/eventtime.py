@@ -16,7 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError
+from flowsql.plan import nodes as n
 from flowsql.records import SYSTEM_COLUMNS, TIMESTAMP, DeadLetter
+
+#: Per row, the max event time of all rows before it in the whole input; added
+#: to out-of-order batches of windowed queries so late-record decisions do not
+#: depend on batch size, on filters before the aggregate or on partitioning.
+PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
 
 #: Column names used as event time when nothing is configured and the input has
 #: no ``_timestamp`` column, in order of preference.
@@ -76,6 +82,31 @@ class EventTimeAssigner:
         ]
         kept = _set_column(batch, ts).filter(good)
         return kept, letters
+
+
+def in_order(ts: np.ndarray, before: int | None) -> bool:
+    """True when no row of the batch is older than any row before it: then no
+    row can be late and each operator can tell so on its own (no stamp)."""
+    if before is not None and ts[0] < before:
+        return False
+    return bool(np.all(ts[1:] >= ts[:-1]))
+
+
+def prior_max(ts: np.ndarray, before: int | None) -> np.ndarray:
+    """For each row, the max event time of all rows before it (``before`` = the
+    max of earlier batches); the first row of the input gets its own time."""
+    running = np.maximum.accumulate(ts)
+    out = np.empty_like(ts)
+    out[0] = ts[0] if before is None else before
+    out[1:] = running[:-1]
+    if before is not None:
+        np.maximum(out, before, out=out)
+    return out
+
+
+def has_windowed_aggregate(plan: n.Node) -> bool:
+    """True when the plan holds a windowed aggregate (the only late-aware operator)."""
+    return any(isinstance(x, n.Aggregate) and x.window for x in n.walk(plan))
 
 
 def to_epoch_ms(arr: pa.Array) -> tuple[pa.Array, str]:

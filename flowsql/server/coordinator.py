@@ -41,7 +41,13 @@ import pyarrow.compute as pc
 
 from flowsql.engine import EngineMetrics, event_time_column
 from flowsql.errors import ExecutionError
-from flowsql.exec.eventtime import EventTimeAssigner
+from flowsql.exec.eventtime import (
+    PRIOR_MAX_EVENT_TIME,
+    EventTimeAssigner,
+    has_windowed_aggregate,
+    in_order,
+    prior_max,
+)
 from flowsql.plan import nodes as n
 from flowsql.plan.expr import Col
 from flowsql.plan.partial import reads_column, split_plan
@@ -61,7 +67,6 @@ log = logging.getLogger(__name__)
 
 #: Column stamped on every row of a windowed query: the global max event time
 #: of all rows before it (the row's own event time for the very first row).
-PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
 
 #: Batches each partition may have outstanding before the coordinator waits.
 DEFAULT_MAX_IN_FLIGHT = 3
@@ -120,7 +125,7 @@ class PartitionedJobCoordinator:
         self.max_in_flight = max(1, max_in_flight)
         source = statement.sources[0] if statement.sources else ""
         self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
-        self._stamp_prior_max = _has_windowed_aggregate(statement.plan)
+        self._stamp_prior_max = has_windowed_aggregate(statement.plan)
         self._order_keys = _merge_order_keys(statement.plan)
         self._late = [0] * partitions
         self._pending: dict[int, dict[int, list[pa.RecordBatch]]] = {}
@@ -418,26 +423,6 @@ class PartitionedJobCoordinator:
             raise ExecutionError(f"job '{self.job}': the V2 coordinator is closed")
 
 
-def in_order(ts: np.ndarray, before: int | None) -> bool:
-    """True when no row of the batch is older than any row before it: then no
-    row can be late and each partition can tell so on its own (no stamp)."""
-    if before is not None and ts[0] < before:
-        return False
-    return bool(np.all(ts[1:] >= ts[:-1]))
-
-
-def prior_max(ts: np.ndarray, before: int | None) -> np.ndarray:
-    """For each row, the max event time of all rows before it (``before`` = the
-    max of earlier batches); the first row of the input gets its own time."""
-    running = np.maximum.accumulate(ts)
-    out = np.empty_like(ts)
-    out[0] = ts[0] if before is None else before
-    out[1:] = running[:-1]
-    if before is not None:
-        np.maximum(out, before, out=out)
-    return out
-
-
 def merge_outputs(
     per_partition: Sequence[list[pa.RecordBatch]], order_keys: Sequence[str]
 ) -> list[pa.RecordBatch]:
@@ -464,10 +449,6 @@ def _routing(statement: n.Statement) -> Any:
     from flowsql.plan.routing import routing
 
     return routing(statement)
-
-
-def _has_windowed_aggregate(plan: n.Node) -> bool:
-    return any(isinstance(x, n.Aggregate) and x.window for x in n.walk(plan))
 
 
 def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:

@@ -165,14 +165,21 @@ class PeakMemory:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children of all its threads, recursively)."""
+    """Every live descendant of ``pid`` (children of all its threads, recursively);
+    processes that exit meanwhile are skipped."""
     out: list[int] = []
     todo = [pid]
     while todo:
         parent = todo.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in threads:
             try:
-                kids = [int(x) for x in children.read_text().split()]
+                kids = [
+                    int(x) for x in Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+                ]
             except (OSError, ValueError):
                 continue
             out += kids

@@ -8,6 +8,7 @@ run/demo/explain/validate (``flowsql.commands``), the job server
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 
@@ -34,5 +35,10 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the console script."""
+    # One core per engine: V1 is single-threaded, decode included, and V2 gets
+    # its parallelism from partitions (each worker single-threaded too). polars
+    # would otherwise decode JSON on every core. Set POLARS_MAX_THREADS to
+    # override; it must be set before polars is imported.
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
     _register()
     app()

@@ -64,8 +64,13 @@ PRELOAD = (
     "flowsql.exec.aggregate",
     "flowsql.exec.rows",
     "flowsql.exec.relational",
+    # polars reads POLARS_MAX_THREADS once, at import, but starts its compute
+    # pool lazily, on first use: imported here (never used), each worker gets
+    # a pool of its own sized by the fork server's setting (one thread, see
+    # _start_fork_server) instead of paying ~0.5 s of CPU to import it.
+    "polars",
+    "flowsql.connectors.jsonl",
 )
-# Never polars here: its thread pool does not survive fork (workers import it themselves).
 
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
@@ -308,9 +313,10 @@ _fork_server_lock = threading.Lock()
 
 
 def _start_fork_server() -> None:
-    """Start the fork server with single-threaded polars: a worker is one core's
-    worth of work, and a child may import polars (re-running ``__main__``)
-    before :func:`worker_main` can size its pool."""
+    """Start the fork server with single-threaded polars (unless the
+    environment says otherwise): a worker is one core's worth of work, and the
+    fork server imports polars once for all workers, which fixes their pool
+    size (polars reads ``POLARS_MAX_THREADS`` at import)."""
     from multiprocessing import forkserver
 
     with _fork_server_lock:
@@ -326,10 +332,10 @@ def _start_fork_server() -> None:
 
 def worker_env(workers: int) -> dict[str, str]:
     """Thread pools of a worker sized to its share of the cores, so N workers
-    do not each start a pool as large as the machine (polars decodes JSON on
-    every core by default; pyarrow computes on every core)."""
+    do not each start a pool as large as the machine (polars' pool is fixed
+    by the fork server: see :func:`_start_fork_server`)."""
     share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
-    return {"POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": share}
+    return {"OMP_NUM_THREADS": share}
 
 
 class PartitionWorker:

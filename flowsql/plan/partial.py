@@ -9,6 +9,10 @@ once, in the coordinator, over the lower plan's outputs taken in input order:
   aggregates all decompose (COUNT, SUM, MIN, MAX, AVG): lower is a *partial*
   aggregate per (key, window) of each split; the coordinator merges the
   partials (:class:`Merge`) and runs the nodes above the aggregate;
+- an EMIT CHANGES aggregate anywhere: its changelog follows the micro-batches
+  (one row per changed group per batch), so lower only decodes and the
+  coordinator runs the whole query over the source's own batches, in order
+  (``batch_exact``: workers keep the batch boundaries the source would give);
 - anything else: lower is the chain of filters right above the scan (they
   keep every column, ``_timestamp`` too); upper is the rest.
 
@@ -54,6 +58,8 @@ class SplitPlan:
         aggregate: the original aggregate when lower ends with its partial form.
         merges: how to finish each aggregate of ``aggregate`` from the partials.
         reason: the choice, in words (for ``explain`` and logs).
+        batch_exact: the output depends on the micro-batch boundaries (EMIT
+            CHANGES), so the upper plan must see the source's own batches.
     """
 
     lower: n.Statement
@@ -61,6 +67,7 @@ class SplitPlan:
     aggregate: n.Aggregate | None
     merges: tuple[Merge, ...]
     reason: str
+    batch_exact: bool = False
 
     @property
     def two_phase(self) -> bool:
@@ -73,6 +80,11 @@ def split_plan(statement: n.Statement) -> SplitPlan:
     first = next((i for i, x in enumerate(chain) if _stateful(x)), None)
     if first is None:
         return SplitPlan(statement, None, None, (), "stateless: each split runs the whole query")
+    if any(isinstance(x, n.Aggregate) and x.emit != "final" for x in chain):
+        plan = _cut(
+            statement, chain, 1, "EMIT CHANGES follows the micro-batches: splits only decode"
+        )
+        return replace(plan, batch_exact=True)
     node = chain[first]
     if isinstance(node, n.Aggregate) and (why := _not_decomposable(node)) == "":
         return _two_phase(statement, chain, first, node)

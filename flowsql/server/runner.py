@@ -102,7 +102,7 @@ def run_job(
         "job %s: processor %s x%d", statement.name, proc.processor_version, proc.num_partitions
     )
     try:
-        splits = _splits(source, proc)
+        splits = _splits(source, proc, batch_size)
         if splits is not None:
             log.debug("job %s: %d splits read in parallel by workers", statement.name, len(splits))
             records_in, records_out = _pump_splits(splits, proc, sink, progress)
@@ -160,7 +160,7 @@ def _pump(
     return records_in, records_out
 
 
-def _splits(source: Source, proc: JobProcessor) -> list[Any] | None:
+def _splits(source: Source, proc: JobProcessor, batch_size: int) -> list[Any] | None:
     """Pieces of the input that the processor's workers can read and decode on
     their own (V2 over a JSON lines file), or None to feed batches."""
     run_splits = getattr(proc, "run_splits", None)
@@ -169,7 +169,7 @@ def _splits(source: Source, proc: JobProcessor) -> list[Any] | None:
         return None
     from flowsql.server.twophase import source_splits
 
-    return source_splits(source)
+    return source_splits(source, batch_size=batch_size)
 
 
 def _pump_splits(

@@ -86,13 +86,19 @@ class SplitResult:
 
 @dataclass(frozen=True)
 class JsonlSplit:
-    """Lines ``[start, end)`` (byte offsets on line boundaries) of a JSONL file."""
+    """Lines ``[start, end)`` (byte offsets on line boundaries) of a JSONL file.
+
+    ``batches``: the micro-batch sizes the file's ``JsonlSource`` would hand a
+    V1 job, ``(source batch size, run batch size)``; a split cut on the
+    source's chunk boundaries then yields exactly the source's batches.
+    """
 
     path: str
     start: int
     end: int
     schema: pa.Schema
     source: str
+    batches: tuple[int, int] | None = None
 
     def read(self) -> SplitData:
         from flowsql.connectors.jsonl import JsonlDecoder
@@ -113,11 +119,16 @@ class JsonlSplit:
 
 
 def jsonl_splits(
-    path: str | Path, *, source: str = "", split_bytes: int = SPLIT_BYTES
+    path: str | Path,
+    *,
+    source: str = "",
+    split_bytes: int = SPLIT_BYTES,
+    batches: tuple[int, int] | None = None,
 ) -> list[JsonlSplit] | None:
     """Cut a JSON lines file into newline-aligned splits, with the schema its
     ``JsonlSource`` would infer; None when the file cannot be split (a JSON
-    array rather than lines)."""
+    array rather than lines). The cuts are those of
+    :func:`flowsql.connectors.files.read_chunks` with ``split_bytes``."""
     from flowsql.connectors.files import JsonlSource
 
     path = Path(path)
@@ -129,27 +140,39 @@ def jsonl_splits(
     schema = schema.remove(schema.get_field_index(OFFSET)) if OFFSET in schema.names else schema
     bounds = _line_bounds(path, split_bytes)
     return [
-        JsonlSplit(str(path), a, b, schema, reader.name)
+        JsonlSplit(str(path), a, b, schema, reader.name, batches)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         if b > a
     ]
 
 
 def _line_bounds(path: Path, split_bytes: int) -> list[int]:
+    """Chunk boundaries exactly as ``read_chunks`` reads the file: after a byte
+    order mark, ``split_bytes`` at a time, each finished to the end of its line."""
     size = path.stat().st_size
-    bounds = [0]
     with path.open("rb") as f:
-        pos = split_bytes
+        pos = 3 if f.read(3) == b"\xef\xbb\xbf" else 0
+        bounds = [pos]
         while pos < size:
-            f.seek(pos)
-            rest = f.readline()  # to the end of the line holding byte ``pos``
-            pos += len(rest)
-            if pos >= size:
-                break
+            end = pos + split_bytes
+            if end < size:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    end += len(f.readline())  # finish the last line
+            pos = min(end, size)
             bounds.append(pos)
-            pos += split_bytes
-    bounds.append(size)
     return bounds
+
+
+def batch_slices(rows: int, sizes: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the micro-batches a V1 job gets from ``rows``
+    decoded rows: slices of the source's batch size, each cut to the run's."""
+    source, run = sizes
+    out = []
+    for start in range(0, rows, source):
+        end = min(start + source, rows)
+        out += [(a, min(run, end - a)) for a in range(start, end, run)]
+    return out
 
 
 # -------------------------------------------------------------- worker side
@@ -162,6 +185,7 @@ class SplitTask:
     split: Any  # SourceSplit
     lower: n.Statement
     event_time: str | None
+    batch_exact: bool = False  # run the split's own micro-batches, not one batch
 
 
 def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
@@ -172,8 +196,13 @@ def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
     data = task.split.read()
     engine = Engine(task.lower, event_time=task.event_time, job=job)
     out: list[pa.RecordBatch] = []
+    sizes = getattr(task.split, "batches", None)
     for b in data.batches:
-        out += engine.process(b)
+        if not task.batch_exact or sizes is None:
+            out += engine.process(b)
+            continue
+        for offset, length in batch_slices(b.num_rows, sizes):
+            out += engine.process(b.slice(offset, length))
     out += engine.flush()
     letters = data.letters + _engine_letters(engine)
     records = sum(b.num_rows for b in data.batches)
@@ -348,7 +377,8 @@ class SplitRun:
     def run(self, splits: list[Any]) -> Iterator[pa.RecordBatch]:
         co = self.co
         self.splits = splits
-        tasks = [SplitTask(s, self.plan.lower, co.event_time) for s in splits]
+        exact = self.plan.batch_exact
+        tasks = [SplitTask(s, self.plan.lower, co.event_time, exact) for s in splits]
         owner: dict[tuple[int, int], int] = {}  # (partition, seq) -> split index
         results: dict[int, tuple[list[pa.RecordBatch], Any]] = {}
         sent = taken = 0
@@ -456,15 +486,20 @@ def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
     return engine
 
 
-def source_splits(source: Any, *, split_bytes: int = SPLIT_BYTES) -> list[JsonlSplit] | None:
+def source_splits(source: Any, *, batch_size: int | None = None) -> list[JsonlSplit] | None:
     """Splits of a source that workers can read on their own, or None.
 
     Today: a JSON lines ``FileSource`` (``flowsql.connectors.files.JsonlSource``)
-    of more than one split. ``run_job`` uses this to choose ``run_splits``.
+    cut where the source cuts its chunks so a split's
+    micro-batches are the source's (``batch_size``: the run's largest batch).
+    ``run_job`` uses this to choose ``run_splits``.
     """
     from flowsql.connectors.files import JsonlSource
 
     if not isinstance(source, JsonlSource):
         return None
-    splits = jsonl_splits(source.path, source=source.name, split_bytes=split_bytes)
+    sizes = (source.batch_size, batch_size or source.batch_size)
+    splits = jsonl_splits(
+        source.path, source=source.name, split_bytes=source.chunk_bytes, batches=sizes
+    )
     return splits if splits else None

@@ -181,13 +181,25 @@ def test_split_plan_cuts_decomposable_final_aggregates_into_partials() -> None:
     assert plan.upper is not None and plan.upper.sources == ("__lower",)
 
 
-def test_split_plan_falls_back_to_decode_and_filter_for_changes() -> None:
+def test_split_plan_only_decodes_for_changes_and_keeps_batches() -> None:
     plan = split_plan(
         parse_one("SELECT symbol, COUNT(*) AS c FROM t WHERE qty > 1 GROUP BY symbol EMIT CHANGES")
     )
     assert not plan.two_phase
-    assert isinstance(plan.lower.plan, n.Filter)
+    assert plan.batch_exact  # the changelog follows V1's micro-batches
+    assert isinstance(plan.lower.plan, n.Scan)  # the filter runs on those batches too
     assert "EMIT CHANGES" in plan.reason
+
+
+def test_split_plan_pushes_filters_below_a_session_window() -> None:
+    plan = split_plan(
+        parse_one(
+            "SELECT symbol, COUNT(*) AS c FROM t WHERE qty > 1 GROUP BY symbol"
+            " WINDOW SESSION(ts, INTERVAL '1' SECOND)"
+        )
+    )
+    assert not plan.two_phase and not plan.batch_exact
+    assert isinstance(plan.lower.plan, n.Filter)
 
 
 def _jsonl(path: Path, table: pa.Table, bad_every: int = 0) -> Path:

@@ -1,17 +1,27 @@
 """``flowsql run``, ``demo``, ``explain`` and ``validate``.
 
+A statement whose source is ``'<src>.type'='kafka_source'`` runs as a Kafka job
+(``flowsql.server.kafka_job``: checkpoints, offsets committed after the sink
+flushed, exactly-once when WITH asks for it) until its bounded input ends
+(``'<src>.bounded'='latest'``) or Ctrl-C/SIGTERM, which stop it cleanly with a
+final checkpoint (exit 0).
+
 Exit codes: 0 success; 1 the job failed while running (or ``validate`` found
-errors); 2 the job could not start (bad SQL, a missing input, a bad option) —
-in that case nothing is written.
+errors); 2 the job could not start (bad SQL, a missing input, a bad option, an
+unreachable broker) — in that case nothing is written.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pyarrow as pa
 import typer
@@ -20,6 +30,9 @@ from rich.console import Console
 from flowsql.errors import FlowSQLError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+
+if TYPE_CHECKING:
+    from flowsql.server.kafka_job import KafkaJob
 
 DEMO_SQL = (
     "SELECT symbol, COUNT(*) AS count, AVG(price) AS avg_price\n"
@@ -106,27 +119,148 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No summary on stderr.")] = False,
 ) -> None:
-    """Run SQL over bounded inputs to completion."""
-    from flowsql.server.runner import run_job
-
+    """Run SQL over bounded inputs to completion; Kafka jobs until their bounded
+    input ends or Ctrl-C/SIGTERM (a clean stop with a final checkpoint)."""
     statements = _parse(_read_sql(file))
     bound = _bind_inputs(statements, inputs or [])
     letters = _dead_letter_sink(dlq, statements)
     choice = _Choice(processor, partitions, event_time)
-    jobs = _prepare(statements, bound, output, letters, batch_size, file.parent, choice)
-    for job in jobs:
-        try:
-            report = run_job(
-                job.statement, job.sources, job.sink, processor=job.processor, batch_size=batch_size
-            )
-        except FlowSQLError as exc:
-            _abort_all(jobs)
-            _close_letters(letters)
-            _fail(f"job '{job.statement.name}' failed: {exc}", code=1)
+    kafka = [_is_kafka(s, bound) for s in statements]
+    plain = [s for s, k in zip(statements, kafka, strict=True) if not k]
+    last_plain = not kafka[-1]
+    jobs = _prepare(
+        plain, bound, output if last_plain else None, letters, batch_size, file.parent, choice
+    )
+    kafka_jobs = _prepare_kafka(
+        [s for s, k in zip(statements, kafka, strict=True) if k],
+        None if last_plain else output,
+        letters,
+        choice,
+        jobs,
+    )
+    plain_iter, kafka_iter = iter(jobs), iter(kafka_jobs)
+    for is_kafka in kafka:
+        if is_kafka:
+            line = _run_kafka(next(kafka_iter), jobs, kafka_jobs, letters)
+        else:
+            line = _run_plain(next(plain_iter), batch_size, jobs, kafka_jobs, letters)
         if not quiet:
-            typer.echo(report.summary(), err=True)
+            typer.echo(line, err=True)
     _close_letters(letters)
     _echo_letters(letters, dlq)
+
+
+def _run_plain(
+    job: _Job,
+    batch_size: int,
+    jobs: list[_Job],
+    kafka_jobs: list[KafkaJob],
+    letters: DeadLetterSink,
+) -> str:
+    from flowsql.server.runner import run_job
+
+    try:
+        report = run_job(
+            job.statement, job.sources, job.sink, processor=job.processor, batch_size=batch_size
+        )
+    except FlowSQLError as exc:
+        _abort_all(jobs, kafka_jobs)
+        _close_letters(letters)
+        _fail(f"job '{job.statement.name}' failed: {exc}", code=1)
+    return report.summary()
+
+
+# ----------------------------------------------------------------------- Kafka jobs
+
+
+def _is_kafka(statement: Statement, bound: Mapping[str, str]) -> bool:
+    """A Kafka job, unless ``--input`` rebinds its source to a file."""
+    from flowsql.server.kafka_job import is_kafka_job
+
+    return is_kafka_job(statement) and not any(s in bound for s in statement.sources)
+
+
+def _prepare_kafka(
+    statements: list[Statement],
+    output: str | None,
+    letters: DeadLetterSink,
+    choice: _Choice,
+    jobs: list[_Job],
+) -> list[KafkaJob]:
+    """Build every Kafka job (clients, topics checked) before anything runs. Its output
+    is its ``kafka_sink``, else ``--output`` (last statement) or the console."""
+    from flowsql.connectors.registry import sink_for
+    from flowsql.server.kafka_job import KafkaJob, KafkaJobSpec
+
+    built: list[KafkaJob] = []
+    for i, statement in enumerate(statements):
+        try:
+            spec = KafkaJobSpec.from_statement(statement)
+            last = i == len(statements) - 1
+            sink = None
+            if spec.output is None:
+                console = Console(highlight=False)
+                sink = sink_for(statement, output if last else None, console=console)
+            factory = _processor_factory(statement, choice)
+            built.append(
+                KafkaJob(statement, sink=sink, processor_factory=factory, dead_letters=letters)
+            )
+        except Exception as exc:  # bad config, unreachable broker, missing topic
+            _abort_all(jobs, built)
+            _fail(f"job '{statement.name}': {_kafka_problem(exc, statement)}")
+    return built
+
+
+def _run_kafka(
+    job: KafkaJob, jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: DeadLetterSink
+) -> str:
+    """Run one Kafka job to the end of its bounded input, or until SIGINT/SIGTERM."""
+    started = time.perf_counter()
+    try:
+        with _stop_on_signals(job):
+            stats = job.run()
+    except Exception as exc:
+        _abort_all(jobs, kafka_jobs)
+        _close_letters(letters)
+        _fail(f"job '{job.spec.job}' failed: {_kafka_problem(exc, job.statement)}", code=1)
+    elapsed = time.perf_counter() - started
+    if job.spec.output is None:
+        job.sink.close()  # a file or the console: KafkaJob flushed it at every checkpoint
+    processor = f"{job.label[1]} x{job.label[2]}" if job.label else "no partition assigned"
+    ended = "input ended" if job.input_ended else "stopped"
+    return (
+        f"{job.spec.job}: {stats.records_in:,} records in, {stats.records_out:,} out,"
+        f" {stats.late_records:,} late, {stats.dead_lettered:,} dead-lettered in {elapsed:.2f}s"
+        f" ({stats.records_in / elapsed if elapsed > 0 else 0:,.0f} rec/s, {processor});"
+        f" {stats.checkpoints:,} checkpoints, group {job.spec.group_id}, {ended}"
+    )
+
+
+@contextmanager
+def _stop_on_signals(job: KafkaJob) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ask the job to stop at the next batch (final checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: job.stop()) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _kafka_problem(exc: Exception, statement: Statement) -> str:
+    """A one-line reason; a Kafka client error names the bootstrap servers."""
+    if isinstance(exc, FlowSQLError):
+        return str(exc)
+    if type(exc).__module__.startswith(("confluent_kafka", "cimpl")):
+        servers = next(
+            (v for k, v in statement.properties.items() if k.endswith("bootstrap.servers")), "?"
+        )
+        return f"Kafka error with broker {servers}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _bind_inputs(statements: list[Statement], specs: list[str]) -> dict[str, str]:
@@ -298,13 +432,21 @@ def _echo_letters(letters: Any, dlq: Path | None) -> None:
     )
 
 
-def _abort_all(jobs: list[_Job]) -> None:
-    """Close every processor and discard every sink's partial output."""
+def _abort_all(jobs: list[_Job], kafka_jobs: list[KafkaJob] | None = None) -> None:
+    """Close every processor and discard every sink's partial output; close the
+    Kafka jobs' clients (their output is as far as their last checkpoint)."""
     for job in jobs:
         abort = getattr(job.sink, "abort", None)
         if abort is not None:
             abort()
         job.processor.close()
+    for kafka in kafka_jobs or ():
+        try:
+            if kafka.spec.output is None:
+                getattr(kafka.sink, "abort", kafka.sink.close)()
+            kafka.close()
+        except Exception as exc:  # already closed, or the broker is gone
+            typer.echo(f"warning: closing Kafka job '{kafka.spec.job}': {exc}", err=True)
 
 
 # ------------------------------------------------------------------------------ demo

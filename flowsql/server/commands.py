@@ -266,4 +266,8 @@ def _status_table(status: dict[str, Any]) -> Table:
         if isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
         table.add_row(field, "-" if value is None else str(value))
+    for field, value in (status.get("kafka") or {}).items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        table.add_row(f"kafka {field.replace('_', ' ')}", str(value))
     return table

@@ -6,6 +6,10 @@ generated name (``query_1``, ``query_2``...). Deploying is all or nothing: every
 statement is parsed, its processor choice and failure strategy validated and
 its source and sink opened before any job starts.
 
+A statement whose source is ``'<src>.type'='kafka_source'`` runs as a Kafka job
+(``KafkaJob``: consumer group, one processor per Kafka partition, checkpoints,
+offsets committed after the sink flushed, exactly-once when configured).
+
 Deploying is running code on this machine, so by default file sources and
 sinks must lie under ``server.file_roots`` and secrets are masked in
 everything the server shows (DESIGN §8).
@@ -37,8 +41,15 @@ from flowsql.server.config import (
     job_choice,
     parse_choice,
 )
-from flowsql.server.failures import FailurePolicy
-from flowsql.server.job import Job, JobState, JobStatus, ProcessorFactory, make_processor
+from flowsql.server.failures import STRATEGY_KEY, FailurePolicy
+from flowsql.server.job import (
+    Job,
+    JobState,
+    JobStatus,
+    KafkaServerJob,
+    ProcessorFactory,
+    make_processor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +163,7 @@ class StreamJobServer:
         self._source_factory = source_factory or self._registry_source
         self._sink_factory = sink_factory or self._registry_sink
         self._processor_factory = processor_factory
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job | KafkaServerJob] = {}
         self._lock = threading.RLock()
         self._query_seq = 0
         self._reserved: set[str] = set()  # names of jobs being built
@@ -216,8 +227,10 @@ class StreamJobServer:
             log.info("deployed job %s on %s", job.name, job.choice.label)
         return [job.status() for job in jobs]
 
-    def _build_all(self, names: list[str], statements: list[Statement]) -> list[Job]:
-        built: list[Job] = []
+    def _build_all(
+        self, names: list[str], statements: list[Statement]
+    ) -> list[Job | KafkaServerJob]:
+        built: list[Job | KafkaServerJob] = []
         try:
             for name, statement in zip(names, statements, strict=True):
                 built.append(self._build(name, statement))
@@ -252,8 +265,12 @@ class StreamJobServer:
             if name not in self._jobs and name not in taken and name not in self._reserved:
                 return name
 
-    def _build(self, name: str, statement: Statement) -> Job:
+    def _build(self, name: str, statement: Statement) -> Job | KafkaServerJob:
+        from flowsql.server.kafka_job import is_kafka_job
+
         statement = replace(statement, name=name)
+        if is_kafka_job(statement):
+            return self._build_kafka(statement)
         choice = job_choice(statement, self._default)
         policy = FailurePolicy.from_properties(statement.properties, name)
         self._check_paths(statement.properties)
@@ -284,6 +301,56 @@ class StreamJobServer:
                 _close(thing)
             raise
         return job
+
+    def _build_kafka(self, statement: Statement) -> KafkaServerJob:
+        """A Kafka job: its output is the statement's ``kafka_sink`` (written through the
+        job's producer, in its transactions) or else the sink the server would give it."""
+        from flowsql.server.kafka_job import KafkaJob, KafkaJobSpec
+
+        if STRATEGY_KEY in statement.properties:
+            raise ConfigError(
+                f"{statement.name}.{STRATEGY_KEY}",
+                statement.properties[STRATEGY_KEY],
+                "nothing for a Kafka job: a batch that raises fails it, and redeployed"
+                " with the same group.id it replays from its last checkpoint",
+            )
+        choice = job_choice(statement, self._default)
+        self._check_paths(statement.properties)
+        spec = KafkaJobSpec.from_statement(statement)
+        letters = RecentDeadLetters(self._declared_dead_letters(statement))
+        opened: list[Any] = [letters]
+        try:
+            sink = None if spec.output is not None else self._sink_factory(statement)
+            if sink is not None:
+                opened.append(sink)
+                self._check_object_paths(sink, "sink")
+            kafka = KafkaJob(
+                statement, sink=sink, store=self._kafka_store(statement), dead_letters=letters
+            )
+            opened.append(kafka)
+            return KafkaServerJob(
+                statement,
+                kafka=kafka,
+                choice=choice,
+                dead_letters=letters,
+                redactor=Redactor(statement.properties),
+                processor_factory=self._processor_factory,
+            )
+        except BaseException:
+            for thing in reversed(opened):
+                _close(thing)
+            raise
+
+    def _kafka_store(self, statement: Statement) -> Any:
+        """Checkpoints under ``server.checkpoint_dir/kafka`` unless WITH names a directory."""
+        root = self.settings.checkpoint_dir
+        if root is None or "checkpoint.dir" in statement.properties:
+            return None
+        from flowsql.server.kafka_job import KafkaJobSpec
+        from flowsql.state.checkpoint import FileCheckpointStore
+
+        spec = KafkaJobSpec.from_statement(statement)
+        return FileCheckpointStore(Path(root) / "kafka", f"{spec.group_id}.{spec.job}")
 
     @staticmethod
     def _declared_dead_letters(statement: Statement) -> list[DeadLetterSink]:
@@ -344,7 +411,7 @@ class StreamJobServer:
 
     # -- operate -------------------------------------------------------------------------
 
-    def job(self, name: str) -> Job:
+    def job(self, name: str) -> Job | KafkaServerJob:
         """The job called ``name``.
 
         Raises:
@@ -413,7 +480,7 @@ class StreamJobServer:
         choice = parse_choice(processor, num_partitions, job.choice, where="")
         return job.switch_processor(choice, self.settings.switch_timeout_s)
 
-    def _running(self, name: str, action: str) -> Job:
+    def _running(self, name: str, action: str) -> Job | KafkaServerJob:
         job = self.job(name)
         if job.state.terminal:
             raise JobConflictError(f"cannot {action} job '{name}': it is {job.state.value}")

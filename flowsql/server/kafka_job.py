@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,7 +248,8 @@ class Task:
 
 @dataclass
 class JobStats:
-    """Counters of a Kafka job (exposed in status and metrics)."""
+    """Counters of a Kafka job (exposed in status and metrics), written by the job
+    thread only; other threads read them without a lock."""
 
     records_in: int = 0
     records_out: int = 0
@@ -256,6 +259,8 @@ class JobStats:
     rebalances: int = 0
     restored_partitions: int = 0
     max_in_flight: int = 0
+    max_event_time: int | None = None
+    active_s: float = 0.0
 
 
 # -- the job -------------------------------------------------------------------
@@ -270,8 +275,9 @@ class KafkaJob:
         processor_factory: builds one processor per partition task
             (default: V1 :class:`SimpleJobProcessor`).
         store: checkpoint store; default: files under ``'checkpoint.dir'``.
-        dead_letters: where undecodable records go; default: ``'dlq.topic'``
-            through the job's producer (inside the transaction), else a log.
+        dead_letters: also receives undecodable records; they go to ``'dlq.topic'``
+            through the job's producer (inside the transaction) too when it is
+            set, and to the log when neither is.
     """
 
     def __init__(
@@ -290,13 +296,15 @@ class KafkaJob:
         self.stats = JobStats()
         self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
         self.factory = processor_factory or _v1_processor
+        self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
         self.store = store or FileCheckpointStore(
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
         self.deserializer = spec.source.deserializer()
         self.failures = DeliveryFailures()
         self.producer = client.Producer(self._producer_conf())
-        self.dead_letters = CountingLetters(dead_letters or self._dlq(), self.stats)
+        letters = [sink for sink in (dead_letters, self._dlq()) if sink is not None]
+        self.dead_letters = CountingLetters(letters, self.stats)
         self.sink: Sink = sink or self._kafka_sink()
         if spec.exactly_once and not isinstance(self.sink, KafkaSink):
             log.warning(
@@ -305,8 +313,17 @@ class KafkaJob:
                 type(self.sink).__name__,
             )
         self.tasks: dict[tuple[str, int], Task] = {}
-        self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
         self._stop = threading.Event()
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._control = threading.Lock()  # orders control requests against the end
+        self._closed = False
+        self.paused = False
+        self.input_ended = False  # a bounded input was read to its end
+        self.assigned: tuple[str, ...] = ()  # "topic:partition" of every task, for status
+        self.label: tuple[str, str, int] | None = None  # the tasks' processor
+        self._late_carried = 0  # late records of processors closed since
         self._failed = False
         self._in_txn = False
         self._last_commit = time.monotonic()
@@ -352,10 +369,10 @@ class KafkaJob:
 
     def run(self) -> JobStats:
         """Process until the bounded input ends or :meth:`stop` is called; return the counters."""
-        if self.spec.exactly_once:
-            self.producer.init_transactions(30)
-        self._subscribe()
         try:
+            if self.spec.exactly_once:
+                self.producer.init_transactions(30)
+            self._subscribe()
             self._loop()
             self.commit()
         except BaseException:
@@ -363,9 +380,127 @@ class KafkaJob:
             self._abort()
             raise
         finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        """Leave the group and release the clients (also for a job that never ran)."""
+        with self._control:
+            if self._closed:
+                return
+            self._closed = True
+        self._refuse_requests()
+        try:
             self.consumer.close()
             self.producer.flush(30)
-        return self.stats
+        finally:
+            for task in self.tasks.values():
+                if task.processor is not None:
+                    task.processor.close()
+
+    # -- control (any thread): served by the job thread between two batches ----------
+
+    def pause(self, timeout: float | None = None) -> bool:
+        """Checkpoint, then stop consuming while staying in the group (the assigned
+        partitions are paused). True when the job thread applied it within ``timeout``."""
+        return self._at_boundary(self._pause_now, timeout)
+
+    def resume(self, timeout: float | None = None) -> bool:
+        """Consume again from where the pause left off."""
+        return self._at_boundary(self._resume_now, timeout)
+
+    def switch_processor(self, factory: ProcessorFactory, timeout: float | None = None) -> None:
+        """Rebuild every task's processor with ``factory``, carrying its state over.
+
+        The steps, run by the job thread between two batches:
+
+        1.-2. checkpoint (the commit protocol, which drains V2 processors first), so
+           what ran on the old processors is written and durable;
+        3. build one new processor per task and restore the old one's snapshot
+           into it (V2 re-partitions keyed state by routing key);
+        4. swap, carry the late counters over, close the old processors; partitions
+           assigned later get ``factory`` too.
+
+        If a step fails before the swap, the tasks keep their processors.
+
+        Raises:
+            ExecutionError: the job is not running, the switch failed, or the job
+                thread did not reach a batch boundary within ``timeout`` s.
+        """
+        if not self._at_boundary(lambda: self._switch_now(factory), timeout):
+            raise ExecutionError(
+                f"job '{self.spec.job}': no batch boundary within {timeout}s; try again"
+            )
+
+    def _at_boundary(self, action: Callable[[], Any], timeout: float | None) -> bool:
+        done: Future[Any] = Future()
+        with self._control:
+            if self._closed:
+                raise ExecutionError(f"job '{self.spec.job}' has ended")
+            self._requests.put((action, done))
+        try:
+            done.result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                action, done = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                done.set_result(action())
+            except Exception as exc:  # reported to the caller; the job goes on
+                done.set_exception(exc)
+
+    def _refuse_requests(self) -> None:
+        gone = ExecutionError(f"job '{self.spec.job}' has ended")
+        while True:
+            try:
+                _, done = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if done.set_running_or_notify_cancel():
+                done.set_exception(gone)
+
+    def _pause_now(self) -> None:
+        if not self.paused:
+            self.commit()
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+
+    def _resume_now(self) -> None:
+        if self.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def _switch_now(self, factory: ProcessorFactory) -> None:
+        tasks = [t for t in self.tasks.values() if t.processor is not None]
+        self.commit()  # Steps 1-2
+        built: list[JobProcessor] = []
+        try:
+            for task in tasks:  # Step 3
+                new = factory(self.statement, self.dead_letters)
+                built.append(new)
+                assert task.processor is not None
+                new.restore(task.processor.snapshot())
+        except BaseException:
+            for processor in built:
+                processor.close()
+            raise
+        for task, new in zip(tasks, built, strict=True):  # Step 4
+            old, task.processor = task.processor, new
+            assert old is not None
+            self._late_carried += old.metrics.late_records
+            old.close()
+        self.factory = factory
+        if built:
+            self.label = _label(built[0])
+        self._refresh_stats()
 
     def _subscribe(self) -> None:
         spec = self.spec
@@ -391,19 +526,57 @@ class KafkaJob:
         spec = self.spec.source
         wait = spec.max_wait_ms / 1000
         while not self._stop.is_set():
+            self._serve_requests()
             msgs = self.consumer.consume(spec.batch_size, wait)
             self.stats.max_in_flight = max(self.stats.max_in_flight, len(msgs))
             started = time.monotonic()
             data, events = split_events(msgs)
             mb = MessageBatch.of(data, with_topics=self.spec.repartition)
-            self._handle(mb)
+            if len(mb):
+                self._handle(mb)
+                self._refresh_stats()
+                self.stats.active_s += time.monotonic() - started
+            else:
+                self._check_processors()
             if spec.bounded:
                 self._track_bounded(mb, events)
                 if self.tasks and all(t.finished for t in self.tasks.values()):
+                    self.input_ended = True
                     return
             if (time.monotonic() - self._last_commit) * 1000 >= self.spec.checkpoint_interval_ms:
                 self.commit()
             self._throttle(len(data), started)
+
+    def _refresh_stats(self) -> None:
+        """Late records and the event-time maximum, from every task's processor."""
+        late = self._late_carried
+        high = self.stats.max_event_time
+        for task in self.tasks.values():
+            metrics = getattr(task.processor, "metrics", None)
+            if metrics is None:
+                continue
+            late += metrics.late_records
+            seen = metrics.max_event_time
+            if seen is not None and (high is None or seen > high):
+                high = seen
+        self.stats.late_records = late
+        self.stats.max_event_time = high
+
+    def _check_processors(self) -> None:
+        """While the input is idle: fail now if a V2 processor broke meanwhile, else
+        emit what it still holds (so results do not wait for the next record)."""
+        for task in self.tasks.values():
+            failure = getattr(task.processor, "failure", None)
+            if isinstance(failure, BaseException):
+                raise failure
+        self._drain([t for t in self.tasks.values() if t.dirty])
+
+    def _drain(self, tasks: Iterable[Task]) -> None:
+        """Emit the outputs of batches a (V2) processor still has in flight."""
+        for task in tasks:
+            drain = getattr(task.processor, "drain", None)
+            if drain is not None:
+                self._emit(drain())
 
     def _throttle(self, count: int, started: float) -> None:
         if self.spec.max_rate > 0 and count:
@@ -526,7 +699,8 @@ class KafkaJob:
     def commit(self) -> None:
         """Checkpoint every task. The commit protocol, in this order:
 
-        1. Flush sinks: a sink that buffers (file, memory) writes what it holds.
+        1. Flush sinks: a V2 processor emits the outputs of batches it still
+           holds (``drain``); a sink that buffers (file, memory) writes what it holds.
         2. Flush producer: every Kafka message of this interval (results,
            repartitioned rows, dead letters) is acknowledged by the broker.
         3. Stage state: each changed task's snapshot and next offset are written
@@ -545,6 +719,7 @@ class KafkaJob:
         if not dirty and not self._in_txn:
             return
         # Step 1
+        self._drain(dirty)
         if not isinstance(self.sink, KafkaSink):
             self.sink.flush()
         # Step 2
@@ -560,10 +735,7 @@ class KafkaJob:
         for task in dirty:
             task.dirty = False
         self.stats.checkpoints += 1
-        self.stats.late_records = sum(
-            getattr(getattr(t.processor, "metrics", None), "late_records", 0) or 0
-            for t in self.tasks.values()
-        )
+        self._refresh_stats()
         self._maybe_crash("")
 
     def _flush_producer(self) -> None:
@@ -632,7 +804,11 @@ class KafkaJob:
             self.tasks[(tp.topic, tp.partition)] = task
             start = task.position if task.position is not None else self._reset()
             out.append(ck.TopicPartition(tp.topic, tp.partition, start))
+        self._note_assignment()
         return out
+
+    def _note_assignment(self) -> None:
+        self.assigned = tuple(f"{t}:{p}" for t, p in sorted(self.tasks))
 
     def _reset(self) -> int:
         return int(
@@ -644,6 +820,7 @@ class KafkaJob:
         if routing_only:
             return Task(topic, part, None, position=kafka_offset)
         processor = self.factory(self.statement, self.dead_letters)
+        self.label = _label(processor)
         task = Task(topic, part, processor, position=kafka_offset)
         committed, staged = self.store.load(task.key)
         known = {task.key: kafka_offset} if kafka_offset is not None else {}
@@ -673,15 +850,21 @@ class KafkaJob:
         self.stats.rebalances += 1
         log.info("job %s: assigned %s", self.spec.job, [(p.topic, p.partition) for p in partitions])
         consumer.assign(self._restore(partitions))
+        if self.paused:
+            consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         log.info("job %s: revoked %s", self.spec.job, [(p.topic, p.partition) for p in partitions])
         if not self._failed:
             self.commit()
         for p in partitions:
-            task = self.tasks.pop((p.topic, p.partition), None)
-            if task is not None and task.processor is not None:
-                task.processor.close()
+            self._drop(self.tasks.pop((p.topic, p.partition), None))
+        self._note_assignment()
+
+    def _drop(self, task: Task | None) -> None:
+        if task is not None and task.processor is not None:
+            self._late_carried += task.processor.metrics.late_records
+            task.processor.close()
 
     def _abort(self) -> None:
         if not self._in_txn:
@@ -700,7 +883,8 @@ class KafkaJob:
         )
         self._abort()
         for p in partitions:
-            self.tasks.pop((p.topic, p.partition), None)
+            self._drop(self.tasks.pop((p.topic, p.partition), None))
+        self._note_assignment()
 
 
 # -- helpers -----------------------------------------------------------------
@@ -709,14 +893,15 @@ class KafkaJob:
 class CountingLetters:
     """Counts dead letters into the job's stats, then passes them on (or logs them)."""
 
-    def __init__(self, inner: DeadLetterSink | None, stats: JobStats) -> None:
-        self.inner = inner
+    def __init__(self, inner: Sequence[DeadLetterSink], stats: JobStats) -> None:
+        self.inner = list(inner)
         self.stats = stats
 
     def write(self, letters: list[DeadLetter]) -> None:
         self.stats.dead_lettered += len(letters)
-        if self.inner is not None:
-            self.inner.write(letters)
+        for sink in self.inner:
+            sink.write(letters)
+        if self.inner:
             return
         for letter in letters:
             log.warning(
@@ -730,6 +915,10 @@ def _client() -> Any:
             "type", "kafka_source", "install the kafka extra: pip install 'flowsql[kafka]'"
         )
     return ck
+
+
+def _label(processor: JobProcessor) -> tuple[str, str, int]:
+    return processor.processor_name, processor.processor_version, processor.num_partitions
 
 
 def _v1_processor(statement: n.Statement, dead_letters: DeadLetterSink | None) -> JobProcessor:

@@ -11,6 +11,9 @@ collector that turns every job's status into metric families:
 - ``flowsql_job_state{state=...}``: 1 for the job's current state, 0 for the others
 - ``flowsql_job_info{processor, processor_version, failure_strategy}``: always 1
 - ``flowsql_jobs{state=...}``: jobs per state
+- Kafka jobs only: ``flowsql_job_checkpoints_total``, ``flowsql_job_rebalances_total``,
+  ``flowsql_job_restored_partitions_total`` and ``flowsql_job_kafka_partitions``
+  (the Kafka partitions this process owns)
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ _COUNTERS = (
     ("dead_lettered", "Records sent to the dead-letter sink."),
     ("failed_batches", "Batches that raised while being processed."),
 )
+_KAFKA_COUNTERS = (
+    ("checkpoints", "Checkpoints a Kafka job committed."),
+    ("rebalances", "Consumer-group rebalances that assigned partitions to a Kafka job."),
+    ("restored_partitions", "Partitions whose state a Kafka job restored from a checkpoint."),
+)
 
 
 class JobCollector(Collector):
@@ -47,6 +55,7 @@ class JobCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         statuses = self.server.jobs()
         yield from _counters(statuses)
+        yield from _kafka(statuses)
         yield from _gauges(statuses)
         yield _states(statuses)
         yield _info(statuses)
@@ -59,6 +68,23 @@ def _counters(statuses: list[JobStatus]) -> Iterator[Metric]:
         for status in statuses:
             family.add_metric([status.name], getattr(status, field))
         yield family
+
+
+def _kafka(statuses: list[JobStatus]) -> Iterator[Metric]:
+    kafka = [(s.name, s.kafka) for s in statuses if s.kafka is not None]
+    for field, doc in _KAFKA_COUNTERS:
+        family = CounterMetricFamily(f"flowsql_job_{field}", doc, labels=["job"])
+        for name, values in kafka:
+            family.add_metric([name], values[field])
+        yield family
+    owned = GaugeMetricFamily(
+        "flowsql_job_kafka_partitions",
+        "Kafka partitions (input and repartition topics) this process owns for the job.",
+        labels=["job", "group_id"],
+    )
+    for name, values in kafka:
+        owned.add_metric([name, values["group_id"]], len(values["partitions"]))
+    yield owned
 
 
 def _gauges(statuses: list[JobStatus]) -> Iterator[Metric]:

@@ -211,7 +211,8 @@ def test_flowsql_run_reads_and_writes_kafka_declared_in_with(bootstrap, new_topi
         " 'trades.format'='json', 'trades.bootstrap.servers'='" + bootstrap + "',"
         " 'trades.group.id'='cli-job', 'trades.auto.offset.reset'='earliest',"
         " 'trades.bounded'='latest', 'watermark.allowed_lateness'='1h',"
-        " 'counts.type'='kafka_sink', 'counts.topic'='" + out + "', 'counts.format'='json')"
+        " 'counts.type'='kafka_sink', 'counts.topic'='" + out + "', 'counts.format'='json',"
+        " 'checkpoint.dir'='" + str(tmp_path / "ckpt") + "')"
     )
     done = subprocess.run(
         [sys.executable, "-c", "from flowsql.cli import main; main()", "run", str(sql), "-q"],
@@ -220,6 +221,7 @@ def test_flowsql_run_reads_and_writes_kafka_declared_in_with(bootstrap, new_topi
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert list((tmp_path / "ckpt").rglob("committed.ckpt"))  # run as a checkpointed Kafka job
     msgs = read_all(bootstrap, out)
     got = sorted((m.key(), json.loads(m.value())["n"]) for m in msgs)
     assert len(got) == 3 * 3 and sum(n for _, n in got) == 3000  # 3 symbols x 3 windows

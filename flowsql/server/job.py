@@ -710,9 +710,11 @@ class KafkaServerJob:
         return self.state
 
     def request_stop(self) -> None:
+        """Ask the job to stop after the batch in progress; do not wait."""
         self.kafka.stop()
 
     def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job thread to end; True when it has."""
         if self._thread is not None:
             self._thread.join(timeout)
             return not self._thread.is_alive()
@@ -737,7 +739,14 @@ class KafkaServerJob:
         if self._state.terminal:
             raise ExecutionError(f"job '{self.name}' is {self._state.value}: cannot switch")
         before = self._label_text()
-        self.kafka.switch_processor(self._task_factory(choice), timeout)
+        try:
+            self.kafka.switch_processor(self._task_factory(choice), timeout)
+        except FlowSQLError:
+            raise
+        except Exception as exc:  # e.g. V2 workers that could not start
+            raise ExecutionError(
+                self.redactor.text(f"job '{self.name}': switch failed: {_describe_kafka(exc)}")
+            ) from exc
         self.choice = choice
         self._switches.append(f"{before} -> {self._label_text()}")
         log.info("job %s: switched processor %s", self.name, self._switches[-1])

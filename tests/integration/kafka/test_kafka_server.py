@@ -159,3 +159,37 @@ def test_a_failing_kafka_job_is_failed_with_its_reason_and_the_server_goes_on(
     (again,) = server.deploy(stream_sql(bootstrap, source, new_topic("o2", 1), "g-new", ckpt))
     assert again.state == JobState.RUNNING
     assert server.stop("out").state == JobState.STOPPED
+
+
+def test_switching_a_windowed_kafka_job_to_v2_keeps_its_state(
+    server, bootstrap, new_topic, tmp_path
+):
+    source, out = new_topic("srv-sw", 2), new_topic("srv-sw-out", 1)
+    rows = trades(4000, symbols=5)
+    sql = job_sql(
+        WINDOWED,
+        bootstrap=bootstrap,
+        source=source,
+        out=out,
+        group=f"g-{out}",
+        ckpt=tmp_path / "ckpt",
+        trades__key__columns="symbol",
+        trades__bounded="none",
+        trades__batch__size="500",
+    )
+    server.deploy(sql)
+    produce_json(bootstrap, source, rows[:2050], key="symbol")
+    wait_until(lambda: server.status("out").records_in == 2050, "first part read on V1")
+    switched = server.switch_processor("out", "v2", 2)
+    assert switched.switches == ["V1(1) -> V2(2)"] and switched.state == JobState.RUNNING
+    produce_json(bootstrap, source, rows[2050:], key="symbol")
+    wait_until(lambda: server.status("out").records_in == 4000, "the rest read on V2")
+    stopped = server.stop("out")
+    assert stopped.state == JobState.STOPPED and stopped.processor_version == "V2"
+    got = json_rows(read_all(bootstrap, out))
+    last_open = max(r["_window_start"] for r in query(WINDOWED, {"trades": rows}).to_pylist())
+    want = [
+        r for r in query(WINDOWED, {"trades": rows}).to_pylist() if r["_window_start"] < last_open
+    ]
+    assert canonical(got) == canonical(want)  # every closed window once, counted in full
+    assert stopped.records_out == len(got) == 5 * 39

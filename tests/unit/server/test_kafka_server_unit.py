@@ -69,3 +69,20 @@ def test_kafka_counters_are_exported_for_kafka_jobs_only():
     assert 'flowsql_job_restored_partitions_total{job="k"} 1.0' in text
     assert 'flowsql_job_kafka_partitions{group_id="g",job="k"} 2.0' in text
     assert 'flowsql_job_checkpoints_total{job="plain"}' not in text
+
+
+def test_flowsql_status_shows_the_kafka_fields():
+    from rich.console import Console
+
+    from flowsql.server.commands import _status_table
+
+    status = {
+        "name": "k",
+        "state": "RUNNING",
+        "kafka": {"group_id": "g1", "partitions": ["in:0", "in:2"], "checkpoints": 12},
+    }
+    console = Console(width=200, record=True)
+    console.print(_status_table(status))
+    text = console.export_text()
+    assert "kafka group id" in text and "g1" in text
+    assert "in:0, in:2" in text and "kafka checkpoints" in text and "12" in text

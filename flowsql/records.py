@@ -20,6 +20,16 @@ SYSTEM_COLUMNS: frozenset[str] = frozenset(
     {TIMESTAMP, KEY, PARTITION, OFFSET, WINDOW_START, WINDOW_END}
 )
 
+#: Hidden columns a V2 coordinator adds so that merged partition outputs come
+#: out in V1's order (``flowsql.server.ordering``); never part of a result.
+ARRIVAL = "__arrival"
+ORDER_PREFIX = "__order_"
+
+
+def is_order_column(name: str) -> bool:
+    """A hidden V2 ordering column (see :data:`ARRIVAL`)."""
+    return name == ARRIVAL or name.startswith(ORDER_PREFIX)
+
 
 @dataclass(frozen=True)
 class StreamRecord:

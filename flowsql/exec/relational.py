@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from flowsql.exec.groupkeys import GroupKeys
 from flowsql.exec.operator import OperatorContext
 from flowsql.exec.rowkernels import plain
 from flowsql.plan.nodes import Distinct, Limit, Sort
+from flowsql.records import is_order_column
 
 
 class DistinctOp:
@@ -43,7 +45,7 @@ class DistinctOp:
             return []
         keys = self._keys(batch.schema)
         before = keys.count
-        ids = keys.encode(_hashable_columns(batch), batch.num_rows)
+        ids = keys.encode(_hashable_columns(batch, keys.names), batch.num_rows)
         fresh = np.flatnonzero(ids >= before)
         if len(fresh) == 0:
             return []
@@ -76,15 +78,17 @@ class DistinctOp:
 
     def _keys(self, schema: pa.Schema) -> GroupKeys:
         if self.keys is None:
-            self.keys = GroupKeys(tuple(schema.names))
+            # V2's hidden ordering columns (row numbers) are not part of a row's value
+            self.keys = GroupKeys(tuple(x for x in schema.names if not is_order_column(x)))
         return self.keys
 
 
-def _hashable_columns(batch: pa.RecordBatch) -> list[pa.Array]:
-    """The batch's columns; nested values (lists, structs, maps) as their text,
-    since Arrow cannot hash them."""
+def _hashable_columns(batch: pa.RecordBatch, names: Sequence[str]) -> list[pa.Array]:
+    """The batch's ``names`` columns; nested values (lists, structs, maps) as
+    their text, since Arrow cannot hash them."""
     out = []
-    for col in batch.columns:
+    for name in names:
+        col = batch.column(name)
         t = col.type
         if pa.types.is_nested(t) or pa.types.is_map(t):
             col = pa.array([None if v is None else repr(v) for v in col.to_pylist()], pa.string())

@@ -13,8 +13,9 @@ with a private engine (``flowsql.server.worker``). For every input batch:
    each partition its rows together with the new global max event time, to
    which every partition advances, so windows close in all partitions
    together (the watermark is the same for all: min over partitions = global);
-4. collect the partitions' outputs for the batch and merge them in a fixed
-   order (window end, then key, for windowed results; else partition order).
+4. collect the partitions' outputs for the batch and merge them into V1's
+   order (``flowsql.server.ordering``): window end, window start, then key for
+   aggregates; arrival order for everything else.
 
 Up to ``max_in_flight`` batches per partition are outstanding, so routing the
 next batch overlaps the partitions' work; outputs therefore come back from a
@@ -37,7 +38,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flowsql.engine import EngineMetrics, event_time_column
 from flowsql.errors import ExecutionError
@@ -51,7 +51,8 @@ from flowsql.exec.eventtime import (
 from flowsql.plan import nodes as n
 from flowsql.plan.expr import Col
 from flowsql.plan.partial import reads_column, split_plan
-from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, DeadLetterSink, ListDeadLetters
+from flowsql.records import ARRIVAL, OFFSET, TIMESTAMP, DeadLetterSink, ListDeadLetters
+from flowsql.server.ordering import output_order
 from flowsql.server.router import HashRouter
 from flowsql.server.twophase import SourceSplit, SplitRun
 from flowsql.server.worker import (
@@ -126,7 +127,8 @@ class PartitionedJobCoordinator:
         source = statement.sources[0] if statement.sources else ""
         self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
         self._stamp_prior_max = has_windowed_aggregate(statement.plan)
-        self._order_keys = _merge_order_keys(statement.plan)
+        self.order = output_order(statement, partitions)
+        self._arrived = 0  # rows routed so far (numbers rows when ordering by arrival)
         self._late = [0] * partitions
         self._pending: dict[int, dict[int, list[pa.RecordBatch]]] = {}
         self._next_seq = 0
@@ -139,7 +141,7 @@ class PartitionedJobCoordinator:
         self._failed: list[BatchError] = []
         self.workers: list[PartitionWorker] = []
         try:
-            spec = EngineSpec(statement, self.job)
+            spec = EngineSpec(self.order.statement, self.job)
             env = worker_env(partitions)
             self.workers = [PartitionWorker(p, spec, self.job, env) for p in range(partitions)]
             for w in self.workers:
@@ -220,7 +222,7 @@ class PartitionedJobCoordinator:
         """Load a snapshot taken by V1 or by V2 with any partition count."""
         self._check_open()
         self._collect(block=True)
-        parts = split_state(state, self.router, self.statement.plan)
+        parts = split_state(state, self.router, self.statement.plan, arrival=self.order.arrival)
         for w, part in zip(self.routed, parts, strict=True):
             self._send(w, "restore", part)
         self._collect(block=True)
@@ -291,6 +293,8 @@ class PartitionedJobCoordinator:
         high = int(ts.max())
         prev = self.metrics.max_event_time
         self.metrics.max_event_time = high if prev is None else max(prev, high)
+        batch = self.order.tag(batch, self._arrived)
+        self._arrived += batch.num_rows
         parts = self.router.split(batch)
         self._inputs[self.routed[0].sent] = given
         for w, part in zip(self.routed, parts, strict=True):
@@ -406,8 +410,7 @@ class PartitionedJobCoordinator:
                 error = self._errors.pop(seq)
                 self._failed.append(BatchError(str(error), given))
                 continue
-            per_partition = [got[p] for p in range(routed)]
-            self._ready += merge_outputs(per_partition, self._order_keys)
+            self._ready += self.order.merge([got[p] for p in range(routed)])
 
     def _raise_failed(self) -> None:
         if self._failed:
@@ -423,39 +426,10 @@ class PartitionedJobCoordinator:
             raise ExecutionError(f"job '{self.job}': the V2 coordinator is closed")
 
 
-def merge_outputs(
-    per_partition: Sequence[list[pa.RecordBatch]], order_keys: Sequence[str]
-) -> list[pa.RecordBatch]:
-    """One batch's outputs from all partitions, in a deterministic order: by
-    ``order_keys`` (window end, then group key) when the output has them, else
-    partition order then arrival order."""
-    batches = [b for out in per_partition for b in out if b.num_rows]
-    if sum(1 for out in per_partition if any(b.num_rows for b in out)) < 2:
-        return batches
-    keys = [k for k in order_keys if k in batches[0].schema.names]
-    if not keys:
-        return batches
-    try:
-        table = pa.concat_tables(
-            [pa.Table.from_batches([b]) for b in batches], promote_options="permissive"
-        )
-        order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
-        return table.take(order).combine_chunks().to_batches()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return batches
-
-
 def _routing(statement: n.Statement) -> Any:
     from flowsql.plan.routing import routing
 
     return routing(statement)
-
-
-def _merge_order_keys(plan: n.Node) -> tuple[str, ...]:
-    for node in n.walk(plan):
-        if isinstance(node, n.Aggregate) and node.window:
-            return (WINDOW_END, *(name for name, _ in node.keys))
-    return ()
 
 
 # ------------------------------------------------------ re-partitioning state
@@ -491,7 +465,7 @@ def merge_states(
         parts = [st["operators"][i] for st in states]
         if _is_rows_state(node, parts[0]):
             owned = [_owned_rows(op, router, node, p) for p, op in enumerate(parts)]  # type: ignore[arg-type]
-            ops.append(_merge_rows(owned))
+            ops.append(_by_arrival(_merge_rows(owned)))
         else:
             owned = [_owned_tables(op, router, aliases, p) for p, op in enumerate(parts)]
             ops.append(merge_values(owned))
@@ -518,14 +492,21 @@ def _owned_tables(state: Any, router: HashRouter, aliases: dict[str, str], p: in
     return state
 
 
-def split_state(state: dict[str, Any], router: HashRouter, plan: n.Node) -> list[dict[str, Any]]:
-    """Split one ``Engine.snapshot()`` (from V1 or merged from V2) per partition."""
+def split_state(
+    state: dict[str, Any], router: HashRouter, plan: n.Node, *, arrival: bool = False
+) -> list[dict[str, Any]]:
+    """Split one ``Engine.snapshot()`` (from V1 or merged from V2) per partition.
+
+    ``arrival``: the partitions' rows carry ``__arrival`` (see
+    ``flowsql.server.ordering``); rows held back by ROWS functions get numbers
+    before any new row's, in the order they arrived.
+    """
     parts = router.num_partitions
     if parts == 1:
         return [state]
     aliases = key_aliases(plan)
     per_op = [
-        _split_rows(op, router, node)  # type: ignore[arg-type]
+        _split_rows(_numbered(op) if arrival else op, router, node)  # type: ignore[arg-type]
         if _is_rows_state(node, op)
         else split_value(op, router, aliases)
         for node, op in zip(operator_nodes(plan), state["operators"], strict=True)
@@ -734,6 +715,27 @@ def _merge_rows(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if orders
         else np.zeros(0, np.int64),
     }
+
+
+def _numbered(state: dict[str, Any]) -> dict[str, Any]:
+    """A ROWS state whose held-back rows (in arrival order) carry ``__arrival``
+    numbers below zero, so they sort before the rows routed after a restore."""
+    pending = state["pending"]
+    if pending is None or ARRIVAL in pending.schema.names:
+        return state
+    numbers = np.arange(-pending.num_rows, 0, dtype=np.int64)
+    return {**state, "pending": pending.append_column(ARRIVAL, pa.array(numbers))}
+
+
+def _by_arrival(state: dict[str, Any]) -> dict[str, Any]:
+    """A merged ROWS state with held-back rows back in arrival order, without
+    ``__arrival`` (V1's format)."""
+    pending = state["pending"]
+    if pending is None or ARRIVAL not in pending.schema.names:
+        return state
+    perm = np.argsort(pending.column(ARRIVAL).to_numpy(), kind="stable")
+    pending = pending.drop_columns([ARRIVAL]).take(pa.array(perm))
+    return {**state, "pending": pending, "pending_order": state["pending_order"][perm]}
 
 
 def _held(state: dict[str, Any]) -> int:

@@ -20,9 +20,9 @@ from flowsql.records import ListDeadLetters
 from flowsql.server.coordinator import (
     BatchError,
     PartitionedJobCoordinator,
-    merge_outputs,
     prior_max,
 )
+from flowsql.server.ordering import output_order
 from flowsql.server.processor import JobProcessor
 from flowsql.server.twophase import jsonl_splits, shift_letter
 from flowsql.sql import parse_one
@@ -151,19 +151,46 @@ def test_prior_max_is_the_max_of_all_rows_before() -> None:
     assert prior_max(ts, 7).tolist() == [7, 7, 7, 9, 9]
 
 
-def test_merge_outputs_orders_by_window_end_then_key() -> None:
-    def batch(keys: list[str], ends: list[int]) -> pa.RecordBatch:
-        return pa.record_batch({"k": keys, "_window_end": ends})
-
-    merged = merge_outputs(
-        [[batch(["b", "a"], [20, 10])], [batch(["a"], [20])]], ("_window_end", "k")
+def test_merged_outputs_follow_window_end_then_key_without_the_order_columns() -> None:
+    statement = parse_one(
+        "SELECT k AS key, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(ts, INTERVAL '1' SECOND)"
     )
-    rows = [r for b in merged for r in b.to_pylist()]
-    assert rows == [
-        {"k": "a", "_window_end": 10},
-        {"k": "a", "_window_end": 20},
-        {"k": "b", "_window_end": 20},
+    order = output_order(statement, 2)
+    # the partitions' projection carries window end, window start and key
+    assert order.columns == ("__order_0", "__order_1", "__order_2")
+
+    def batch(keys: list[str | None], ends: list[int]) -> pa.RecordBatch:
+        return pa.record_batch(
+            {"key": keys, "__order_0": ends, "__order_1": [e - 10 for e in ends], "__order_2": keys}
+        )
+
+    merged = order.merge([[batch(["b", None], [20, 20])], [batch(["a", "a"], [10, 20])]])
+    assert [r for b in merged for r in b.to_pylist()] == [
+        {"key": "a"},
+        {"key": "a"},
+        {"key": "b"},
+        {"key": None},  # NULL keys last, as V1 orders them
     ]
+
+
+def test_row_outputs_are_merged_in_arrival_order() -> None:
+    order = output_order(parse_one("SELECT k, v FROM t WHERE v > 1"), 3)
+    assert order.arrival
+    tagged = order.tag(pa.record_batch({"k": ["x", "y", "z"], "v": [5, 6, 7]}), 100)
+    assert tagged.column("__arrival").to_pylist() == [100, 101, 102]
+    parts = [[tagged.slice(1, 1)], [tagged.slice(2, 1)], [tagged.slice(0, 1)]]
+    merged = order.merge(parts)
+    assert [r for b in merged for r in b.to_pylist()] == [
+        {"k": "x", "v": 5},
+        {"k": "y", "v": 6},
+        {"k": "z", "v": 7},
+    ]
+
+
+def test_one_partition_runs_the_plan_unchanged() -> None:
+    statement = parse_one("SELECT k, v FROM t WHERE v > 1")
+    order = output_order(statement, 1)
+    assert order.statement is statement and not order.columns
 
 
 def test_split_plan_cuts_decomposable_final_aggregates_into_partials() -> None:

@@ -175,7 +175,7 @@ def _run_plain(
 
 def _is_kafka(statement: Statement, bound: Mapping[str, str]) -> bool:
     """A Kafka job, unless ``--input`` rebinds its source to a file."""
-    from flowsql.server.kafka_job import is_kafka_job
+    from flowsql.server.kafka_settings import is_kafka_job
 
     return is_kafka_job(statement) and not any(s in bound for s in statement.sources)
 

@@ -46,10 +46,10 @@ from flowsql.server.job import (
     Job,
     JobState,
     JobStatus,
-    KafkaServerJob,
     ProcessorFactory,
     make_processor,
 )
+from flowsql.server.kafka_server_job import KafkaServerJob
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class StreamJobServer:
                 return name
 
     def _build(self, name: str, statement: Statement) -> Job | KafkaServerJob:
-        from flowsql.server.kafka_job import is_kafka_job
+        from flowsql.server.kafka_settings import is_kafka_job
 
         statement = replace(statement, name=name)
         if is_kafka_job(statement):

@@ -29,10 +29,9 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +46,6 @@ from flowsql.connectors.kafka import (
     KafkaDeadLetters,
     KafkaSink,
     MessageBatch,
-    TopicSpec,
     ck,
     consumer_config,
     end_of_partition,
@@ -61,11 +59,15 @@ from flowsql.connectors.kafka import (
 )
 from flowsql.errors import ConfigError, ConnectorError, ExecutionError
 from flowsql.plan import nodes as n
-from flowsql.plan.routing import routing
-from flowsql.records import PARTITION, DeadLetter, DeadLetterSink
+from flowsql.records import PARTITION, DeadLetterSink
+from flowsql.server.kafka_settings import (  # noqa: F401 - is_kafka_job re-exported
+    CountingLetters,
+    JobStats,
+    KafkaJobSpec,
+    is_kafka_job,
+)
 from flowsql.server.processor import JobProcessor, SimpleJobProcessor
 from flowsql.state.checkpoint import (
-    CHECKPOINT_DIR_ENV,
     Checkpoint,
     CheckpointStore,
     FileCheckpointStore,
@@ -75,153 +77,14 @@ from flowsql.state.checkpoint import (
 
 log = logging.getLogger(__name__)
 
-GUARANTEES = ("at_least_once", "exactly_once")
 #: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
 EOS_HEADER = "flowsql.eos"
 #: Largest repartition message payload (bytes); bigger slices are split.
 MAX_MESSAGE_BYTES = 512 * 1024
 #: Test hook: SIGKILL this process right after checkpoint N ("N" or "N:before-commit").
 CRASH_ENV = "FLOWSQL_TEST_CRASH_AT_CHECKPOINT"
-#: Environment variable naming this process's instance (part of its transactional.id).
-INSTANCE_ENV = "FLOWSQL_INSTANCE"
 
 ProcessorFactory = Callable[[n.Statement, DeadLetterSink | None], JobProcessor]
-
-
-# -- settings ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KafkaJobSpec:
-    """What a Kafka job needs to know, read from the statement's WITH pairs."""
-
-    job: str
-    source: TopicSpec
-    output: TopicSpec | None
-    group_id: str
-    guarantee: str = "at_least_once"
-    checkpoint_interval_ms: int = 5_000
-    checkpoint_dir: str = ".flowsql/checkpoints"
-    repartition: bool = False
-    route_columns: tuple[str, ...] = ()
-    repartition_topic: str = ""
-    max_rate: float = 0.0
-    dlq_topic: str | None = None
-    static_partitions: tuple[int, ...] = ()
-
-    @property
-    def exactly_once(self) -> bool:
-        return self.guarantee == "exactly_once"
-
-    instance: str = ""
-
-    @property
-    def transactional_id(self) -> str:
-        """Stable per instance, so a restarted instance fences (aborts) its predecessor's
-        open transaction at once. Instances of one job need distinct ``instance.id``s."""
-        return f"{self.group_id}.{self.job}.{self.instance}"
-
-    @classmethod
-    def from_statement(cls, statement: n.Statement) -> KafkaJobSpec:
-        props = statement.properties
-        name = _kafka_source_name(statement)
-        source = TopicSpec.from_properties(name, props)
-        group = source.group_id or f"flowsql-{statement.name}"
-        guarantee = props.get("processing.guarantee", "at_least_once").lower()
-        if guarantee not in GUARANTEES:
-            raise ConfigError("processing.guarantee", guarantee, GUARANTEES)
-        repartition, columns = _partitioning(statement, name)
-        return cls(
-            job=statement.name,
-            source=source,
-            output=_kafka_output(statement),
-            group_id=group,
-            guarantee=guarantee,
-            checkpoint_interval_ms=_duration(props, "checkpoint.interval", 5_000),
-            checkpoint_dir=props.get(
-                "checkpoint.dir", os.environ.get(CHECKPOINT_DIR_ENV, ".flowsql/checkpoints")
-            ),
-            repartition=repartition,
-            route_columns=columns,
-            repartition_topic=f"{group}.{statement.name}.repartition",
-            max_rate=float(props.get(f"{name}.max.rate", "0") or 0),
-            dlq_topic=props.get("dlq.topic"),
-            static_partitions=_int_list(props, f"{name}.partitions"),
-            instance=_instance(props, name),
-        )
-
-
-def is_kafka_job(statement: n.Statement) -> bool:
-    """True when the statement reads a Kafka source declared in WITH."""
-    props = statement.properties
-    return any(props.get(f"{s}.type") == "kafka_source" for s in statement.sources)
-
-
-def _kafka_source_name(statement: n.Statement) -> str:
-    for source in statement.sources:
-        if statement.properties.get(f"{source}.type") == "kafka_source":
-            return source
-    raise ConfigError(
-        f"{statement.sources[0] if statement.sources else 'source'}.type",
-        None,
-        "'kafka_source' for a Kafka job",
-    )
-
-
-def _kafka_output(statement: n.Statement) -> TopicSpec | None:
-    props = statement.properties
-    for key, value in props.items():
-        if key.endswith(".type") and value == "kafka_sink":
-            return TopicSpec.from_properties(key[: -len(".type")], props)
-    return None
-
-
-def _partitioning(statement: n.Statement, source: str) -> tuple[bool, tuple[str, ...]]:
-    """(repartition?, routing columns). No columns with repartition = all rows to partition 0."""
-    forced = statement.properties.get("state.partitioning", "").lower()
-    route = routing(statement)
-    if forced == "partition" or (not forced and route.strategy == "hash" and not route.key_columns):
-        return False, route.key_columns
-    if route.strategy != "hash":
-        return True, ()
-    declared = statement.properties.get(f"{source}.key.columns", "")
-    keyed = {c.strip() for c in declared.split(",") if c.strip()}
-    if forced != "repartition" and (
-        set(route.key_columns) == {"_key"} or (keyed and keyed == set(route.key_columns))
-    ):
-        return False, route.key_columns
-    return True, route.key_columns
-
-
-def _instance(props: Mapping[str, str], source: str) -> str:
-    explicit = props.get("instance.id") or os.environ.get(INSTANCE_ENV)
-    if explicit:
-        return explicit
-    static = props.get(f"{source}.partitions", "").replace(",", "-").replace(" ", "")
-    return socket.gethostname() + (f"-p{static}" if static else "")
-
-
-def _int_list(props: Mapping[str, str], key: str) -> tuple[int, ...]:
-    raw = props.get(key, "")
-    try:
-        return tuple(int(p) for p in raw.split(",") if p.strip())
-    except ValueError:
-        raise ConfigError(key, raw, "comma-separated partition numbers, e.g. '0,2'") from None
-
-
-def _duration(props: Mapping[str, str], key: str, default: int) -> int:
-    raw = props.get(key)
-    if raw is None:
-        return default
-    raw = raw.strip()
-    try:
-        if raw.isdigit():
-            return int(raw)
-        from flowsql.sql.durations import parse_duration
-
-        return parse_duration(raw)
-    except ValueError:
-        raise ConfigError(key, raw, "a duration such as '5s', '500ms' or milliseconds") from None
 
 
 # -- tasks -------------------------------------------------------------------
@@ -244,23 +107,6 @@ class Task:
     @property
     def key(self) -> str:
         return f"{self.topic}:{self.partition}"
-
-
-@dataclass
-class JobStats:
-    """Counters of a Kafka job (exposed in status and metrics), written by the job
-    thread only; other threads read them without a lock."""
-
-    records_in: int = 0
-    records_out: int = 0
-    dead_lettered: int = 0
-    late_records: int = 0
-    checkpoints: int = 0
-    rebalances: int = 0
-    restored_partitions: int = 0
-    max_in_flight: int = 0
-    max_event_time: int | None = None
-    active_s: float = 0.0
 
 
 # -- the job -------------------------------------------------------------------
@@ -888,25 +734,6 @@ class KafkaJob:
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-class CountingLetters:
-    """Counts dead letters into the job's stats, then passes them on (or logs them)."""
-
-    def __init__(self, inner: Sequence[DeadLetterSink], stats: JobStats) -> None:
-        self.inner = list(inner)
-        self.stats = stats
-
-    def write(self, letters: list[DeadLetter]) -> None:
-        self.stats.dead_lettered += len(letters)
-        for sink in self.inner:
-            sink.write(letters)
-        if self.inner:
-            return
-        for letter in letters:
-            log.warning(
-                "dead letter from %s at %s: %s", letter.source, letter.position, letter.error
-            )
 
 
 def _client() -> Any:

@@ -1,0 +1,269 @@
+"""A Kafka statement deployed on the job server (:class:`KafkaServerJob`): a
+``KafkaJob`` run on the job's thread with the control surface of
+:class:`flowsql.server.job.Job` (status, pause/resume, processor switch, stop)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from flowsql.errors import ExecutionError, FlowSQLError
+from flowsql.plan import nodes as n
+from flowsql.records import DeadLetterSink
+from flowsql.server.config import ProcessorChoice, Redactor
+from flowsql.server.job import (
+    JobState,
+    JobStatus,
+    ProcessorFactory,
+    _allowed_lateness,
+    _close_quietly,
+    _headline,
+    _iso,
+    make_processor,
+)
+
+if TYPE_CHECKING:
+    from flowsql.server.kafka_job import KafkaJob
+    from flowsql.server.kafka_job import ProcessorFactory as KafkaProcessorFactory
+
+log = logging.getLogger(__name__)
+
+
+class KafkaServerJob:
+    """A Kafka statement deployed on the job server: a :class:`KafkaJob` (consumer
+    group, one processor per Kafka partition, checkpoints, exactly-once) run on
+    the job's thread, with the control surface of :class:`Job`.
+
+    Pause, resume and processor switches are served by the Kafka job between two
+    batches (see ``KafkaJob.switch_processor``); stop ends it with a final
+    checkpoint and offset commit. A batch that raises fails the job; redeployed
+    with the same ``group.id`` it resumes from its last checkpoint.
+
+    Args:
+        statement: the planned statement (a Kafka source declared in WITH).
+        kafka: the Kafka job, built but not run.
+        choice: the processor each partition task runs.
+        dead_letters: where bad records go (the Kafka job counts them).
+        redactor: masks secrets in everything the job shows.
+        processor_factory: builds processors for ``choice``.
+        name: the job's name.
+    """
+
+    failure_strategy = "fail_job"
+
+    def __init__(
+        self,
+        statement: n.Statement,
+        *,
+        kafka: KafkaJob,
+        choice: ProcessorChoice,
+        dead_letters: DeadLetterSink,
+        redactor: Redactor,
+        processor_factory: ProcessorFactory = make_processor,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or statement.name
+        self.statement = statement
+        self.kafka = kafka
+        self.sink = kafka.sink
+        self.choice = choice
+        self.dead_letters = dead_letters
+        self.redactor = redactor
+        self._factory = processor_factory
+        self._lateness_ms = _allowed_lateness(statement.plan)
+        self._state = JobState.RUNNING
+        self._pause_requested = False
+        self._last_error: str | None = None
+        self._switches: list[str] = []
+        self._started = datetime.now(UTC)
+        self._finished: datetime | None = None
+        self._thread: threading.Thread | None = None
+        kafka.factory = self._task_factory(choice)
+
+    def _task_factory(self, choice: ProcessorChoice) -> KafkaProcessorFactory:
+        factory = self._factory
+        return lambda statement, letters: factory(statement, choice, letters or self.dead_letters)
+
+    # -- control (any thread) -------------------------------------------------------
+
+    @property
+    def state(self) -> JobState:
+        if self._state.terminal:
+            return self._state
+        return JobState.PAUSED if self.kafka.paused else JobState.RUNNING
+
+    def start(self) -> None:
+        """Start the job thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"flowsql-job-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def pause(self, timeout: float = 30.0) -> JobState:
+        """Checkpoint and stop consuming at the next batch boundary (the group
+        membership is kept); the pause applies after ``timeout`` s either way."""
+        self._pause_requested = True
+        self._control(self.kafka.pause, timeout)
+        return self.state
+
+    def resume(self) -> JobState:
+        """Consume again."""
+        self._pause_requested = False
+        self._control(self.kafka.resume, None)
+        return self.state
+
+    def stop(self, timeout: float = 10.0) -> JobState:
+        """Stop at the next batch boundary with a final checkpoint and offset commit;
+        wait up to ``timeout`` s for the job thread to end."""
+        self.request_stop()
+        self.join(timeout)
+        return self.state
+
+    def request_stop(self) -> None:
+        """Ask the job to stop after the batch in progress; do not wait."""
+        self.kafka.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job thread to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def close_unstarted(self) -> None:
+        """Leave the group and close the clients of a job that was never started."""
+        _close_quietly(self.kafka, self.name)
+        _close_quietly(self.sink, self.name)
+        _close_quietly(self.dead_letters, self.name)
+
+    def check_health(self) -> None:
+        """Nothing to do: the Kafka job checks its processors whenever its input is idle."""
+
+    def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
+        """Checkpoint, then rebuild every partition task on ``choice`` with its state.
+
+        Raises:
+            ExecutionError: the job has ended, no batch boundary within ``timeout``
+                s, or the switch failed (the tasks then keep their processors).
+        """
+        if self._state.terminal:
+            raise ExecutionError(f"job '{self.name}' is {self._state.value}: cannot switch")
+        before = self._label_text()
+        try:
+            self.kafka.switch_processor(self._task_factory(choice), timeout)
+        except FlowSQLError:
+            raise
+        except Exception as exc:  # e.g. V2 workers that could not start
+            raise ExecutionError(
+                self.redactor.text(f"job '{self.name}': switch failed: {_describe_kafka(exc)}")
+            ) from exc
+        self.choice = choice
+        self._switches.append(f"{before} -> {self._label_text()}")
+        log.info("job %s: switched processor %s", self.name, self._switches[-1])
+        return self.status()
+
+    def _control(self, action: Callable[[float | None], bool], timeout: float | None) -> None:
+        if self._state.terminal:
+            return
+        try:
+            action(timeout)
+        except ExecutionError:  # the job ended meanwhile
+            return
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _label(self) -> tuple[str, str, int]:
+        if self.kafka.label is not None:
+            return self.kafka.label
+        if self.choice.version == "v1":
+            return "SimpleJobProcessor", "V1", 1
+        return "PartitionedJobCoordinator", "V2", self.choice.num_partitions
+
+    def _label_text(self) -> str:
+        _, version, partitions = self._label()
+        return f"{version}({partitions})"
+
+    def status(self) -> JobStatus:
+        """A view of the job, read without waiting for the batch in progress."""
+        stats, spec, st = self.kafka.stats, self.kafka.spec, self.statement
+        name, version, partitions = self._label()
+        high = stats.max_event_time
+        watermark = None if high is None else high - self._lateness_ms
+        active = stats.active_s
+        state = self.state
+        return JobStatus(
+            name=self.name,
+            kind=st.kind,
+            state=state.value,
+            processor=name,
+            processor_version=version,
+            num_partitions=partitions,
+            records_in=stats.records_in,
+            records_out=stats.records_out,
+            records_per_second=round(stats.records_in / active, 1) if active > 0 else 0.0,
+            watermark_ms=watermark,
+            watermark=_iso(watermark),
+            late_records=stats.late_records,
+            dead_lettered=stats.dead_lettered,
+            failed_batches=0,
+            retries=0,
+            last_error=_headline(self.redactor.text(self._last_error)),
+            failure_strategy=self.failure_strategy,
+            started_at=self._started.isoformat(timespec="seconds"),
+            finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
+            sources=list(st.sources),
+            properties=self.redactor.properties(st.properties),
+            annotations=dict(st.annotations),
+            sql=self.redactor.sql(st.sql),
+            pause_requested=self._pause_requested and state is JobState.RUNNING,
+            switches=list(self._switches),
+            kafka={
+                "group_id": spec.group_id,
+                "topic": spec.source.topic,
+                "guarantee": spec.guarantee,
+                "partitions": list(self.kafka.assigned),
+                "checkpoints": stats.checkpoints,
+                "rebalances": stats.rebalances,
+                "restored_partitions": stats.restored_partitions,
+            },
+        )
+
+    # -- the job thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        state = JobState.FAILED
+        try:
+            self.kafka.run()
+            state = JobState.FINISHED if self.kafka.input_ended else JobState.STOPPED
+        except BaseException as exc:  # the thread records every failure
+            self._last_error = self.redactor.text(_describe_kafka(exc))
+            log.error("job %s failed: %s", self.name, self._last_error)
+        finally:
+            state = self._close_outputs(state)
+            self._finished = datetime.now(UTC)
+            self._state = state
+            log.info("job %s: %s", self.name, state.value)
+
+    def _close_outputs(self, state: JobState) -> JobState:
+        """Close a sink the Kafka job does not own, and the dead-letter sinks."""
+        from flowsql.connectors.kafka import KafkaSink
+
+        _close_quietly(self.dead_letters, self.name)
+        if isinstance(self.sink, KafkaSink):
+            return state  # written through the job's producer, already flushed
+        try:
+            if state is JobState.FAILED:
+                getattr(self.sink, "abort", self.sink.close)()
+            else:
+                self.sink.close()
+        except Exception as exc:
+            self._last_error = self.redactor.text(f"closing the sink failed: {exc}")
+            return JobState.FAILED
+        return state
+
+
+def _describe_kafka(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, FlowSQLError) else f"{type(exc).__name__}: {exc}"

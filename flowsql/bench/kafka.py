@@ -17,7 +17,7 @@ final checkpoint, with the worker processes' interpreter start-up and imports
 reported separately. Prints a table and writes JSON.
 
 Usage: ``python -m flowsql.bench.kafka [--records N] [--partitions P]
-[--workers N] [--bootstrap HOST:PORT] [--json PATH]``. Without
+[--workers N] [--bootstrap HOST:PORT] [--peers-python PY] [--json PATH]``. Without
 ``--bootstrap`` it starts an in-memory Tansu broker (``tests/broker.py``).
 """
 
@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import multiprocessing as mp
+import subprocess
 import sys
 import tempfile
 import time
@@ -186,52 +187,34 @@ def flowsql_job(bootstrap: str, topic: str, workers: int, partitions: int) -> Re
     )
 
 
-def quix(bootstrap: str, topic: str, records: int) -> Result | None:
-    """Quix Streams: the same tumbling count/sum, when installed."""
-    if importlib.util.find_spec("quixstreams") is None:
+def quix(bootstrap: str, topic: str, records: int, python: str | None = None) -> Result | None:
+    """Quix Streams: the same tumbling count/sum (``flowsql.bench.quix_kafka``),
+    in this interpreter when it has Quix Streams, else in ``python`` (the peers'
+    interpreter, see ``flowsql.bench.peers.peer_python``); None when neither."""
+    from flowsql.bench import quix_kafka
+
+    if importlib.util.find_spec("quixstreams") is not None:
+        import quixstreams
+
+        n, seconds = quix_kafka.run(bootstrap, topic, records)
+        return Result("quixstreams", n, seconds, note=f"quixstreams {quixstreams.__version__}")
+    from flowsql.bench.peers import peer_python
+
+    python = peer_python(python)
+    if python is None:
+        print("Quix Streams not installed (see --peers-python): skipped", flush=True)
         return None
-    from quixstreams import Application
-
-    seen = [0]
-    started = time.perf_counter()
-    app = Application(
-        broker_address=bootstrap,
-        consumer_group=f"quix-{time.time_ns()}",
-        auto_offset_reset="earliest",
-        consumer_extra_config={
-            "session.timeout.ms": 6000,
-            "partition.assignment.strategy": "range",
-        },
-        state_dir=tempfile.mkdtemp(prefix="quix-state-"),
-    )
-    source = app.topic(
-        topic, value_deserializer="json", timestamp_extractor=lambda v, h, t, ty: v["ts"]
-    )
-    output = app.topic(f"quix-out-{time.time_ns()}", value_serializer="json")
-
-    def count(value: Any) -> Any:
-        seen[0] += 1
-        if seen[0] >= records:
-            app.stop()
-        return value
-
-    sdf = app.dataframe(source).update(count)  # counts every record, stops at the last
-    sdf = sdf.tumbling_window(1000).agg(trades=_quix_count(), volume=_quix_sum("quantity")).final()
-    sdf.to_topic(output)
-    app.run()
-    return Result("quixstreams", seen[0], time.perf_counter() - started)
-
-
-def _quix_count() -> Any:
-    from quixstreams.dataframe.windows import Count
-
-    return Count()
-
-
-def _quix_sum(column: str) -> Any:
-    from quixstreams.dataframe.windows import Sum
-
-    return Sum(column)
+    with tempfile.TemporaryDirectory(prefix="flowsql-quix-") as tmp:
+        out = Path(tmp) / "quix.json"
+        cmd = [python, "-W", "ignore", quix_kafka.__file__, "--bootstrap", bootstrap]
+        cmd += ["--topic", topic, "--records", str(records), "--out", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0 or not out.exists():
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            return Result("quixstreams", 0, 0.0, note=f"failed (exit {done.returncode}): {tail}")
+        report = json.loads(out.read_text())
+    note = f"quixstreams {report['version']} in {python}"
+    return Result("quixstreams", report["records"], report["seconds"], note=note)
 
 
 # -- driver ----------------------------------------------------------------------------
@@ -253,7 +236,12 @@ def _broker(bootstrap: str | None) -> tuple[str, Callable[[], None]]:
 
 
 def run(
-    records: int, partitions: int, workers: int, bootstrap: str | None, quix_records: int = 100_000
+    records: int,
+    partitions: int,
+    workers: int,
+    bootstrap: str | None,
+    quix_records: int = 100_000,
+    peers_python: str | None = None,
 ) -> list[Result]:
     """Fill a topic, then run every contender on it; return their results."""
     address, stop = _broker(bootstrap)
@@ -269,7 +257,7 @@ def run(
         results.append(flowsql_job(address, topic, 1, partitions))
         if workers > 1:
             results.append(flowsql_job(address, topic, workers, partitions))
-        peer = quix(address, topic, min(records, quix_records))
+        peer = quix(address, topic, min(records, quix_records), peers_python)
         if peer is not None:
             results.append(peer)
         return results
@@ -298,9 +286,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quix-records", type=int, default=100_000, help="Quix Streams reads only this many"
     )
+    parser.add_argument(
+        "--peers-python",
+        default=None,
+        help="interpreter with Quix Streams (default: as flowsql bench)",
+    )
     parser.add_argument("--json", default="bench-kafka.json")
     args = parser.parse_args(argv)
-    results = run(args.records, args.partitions, args.workers, args.bootstrap, args.quix_records)
+    results = run(
+        args.records,
+        args.partitions,
+        args.workers,
+        args.bootstrap,
+        args.quix_records,
+        args.peers_python,
+    )
     print(table(results))
     payload = [{**asdict(r), "rate": r.rate} for r in results]
     Path(args.json).write_text(json.dumps({"query": QUERY, "results": payload}, indent=2))

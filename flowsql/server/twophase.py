@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 #: Bytes per split of a JSON lines file (one bulk decode each).
 SPLIT_BYTES = 4 << 20
+#: Splits a worker holds at once: one it reads, one queued so it never waits
+#: for the coordinator. More would pre-assign the last splits unevenly (a split
+#: takes ~0.1 s, and one worker can be left with several while the other idles).
+SPLITS_IN_FLIGHT = 2
 
 
 class SourceSplit(Protocol):
@@ -384,7 +388,7 @@ class SplitRun:
         sent = taken = 0
         while taken < len(tasks) and not self._done():
             for w in co.workers:
-                while sent < len(tasks) and w.in_flight < co.max_in_flight:
+                while sent < len(tasks) and w.in_flight < min(co.max_in_flight, SPLITS_IN_FLIGHT):
                     owner[(w.partition, co._send(w, "split", tasks[sent]))] = sent
                     sent += 1
             for w, (seq, out, reply) in self._receive_any():

@@ -52,6 +52,7 @@ def explain(statement: n.Statement) -> str:
     lines.append(
         f"partitioning: {_partitioning(route.strategy, route.key_columns)}: {route.reason}"
     )
+    lines.append(f"from a JSON lines file (V2): workers read chunks; {_split_reason(statement)}")
     if statement.properties:
         lines.append(
             "properties: " + ", ".join(_prop(k, v) for k, v in statement.properties.items())
@@ -61,6 +62,15 @@ def explain(statement: n.Statement) -> str:
             "annotations: " + ", ".join(f"{k} = {v}" for k, v in statement.annotations.items())
         )
     return "\n".join(lines)
+
+
+def _split_reason(statement: n.Statement) -> str:
+    from flowsql.plan.partial import reads_column, split_plan
+    from flowsql.records import OFFSET
+
+    if reads_column(statement, OFFSET):
+        return "not used: the query reads _offset (rows are routed instead)"
+    return split_plan(statement).reason
 
 
 def _time_lines(statement: n.Statement) -> list[str]:

@@ -73,3 +73,17 @@ def test_duration() -> None:
         "2h",
         "0ms",
     ]
+
+
+def test_explain_says_how_v2_reads_a_jsonl_file() -> None:
+    changes = explain(parse_one("SELECT symbol, COUNT(*) AS n FROM t GROUP BY symbol"))
+    assert "workers read chunks; EMIT CHANGES follows the micro-batches" in changes
+    final = explain(
+        parse_one(
+            "SELECT symbol, COUNT(*) AS n FROM t GROUP BY symbol"
+            " WINDOW TUMBLING(ts, INTERVAL '1' SECOND)"
+        )
+    )
+    assert "partial per split, merged" in final
+    offsets = explain(parse_one("SELECT _offset, symbol FROM t"))
+    assert "not used: the query reads _offset" in offsets

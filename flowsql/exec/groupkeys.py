@@ -315,6 +315,11 @@ class DictionaryEncoder(ColumnEncoder):
         ident = _identity(dictionary)
         if self._cache is not None and self._cache[1] == ident:
             return self._cache[2]
+        if self._cache is not None and self._cache[0].equals(dictionary):
+            # equal values in new buffers (batches from IPC, e.g. a V2 worker's
+            # input): one vectorized compare instead of a lookup per value
+            self._cache = (dictionary, ident, self._cache[2])
+            return self._cache[2]
         self._identity_map = False
         values = dictionary.to_pylist()
         unknown = [v for v in values if v not in self._ids]

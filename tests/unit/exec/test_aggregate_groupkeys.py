@@ -104,3 +104,22 @@ def test_a_key_column_that_changes_type_is_cast() -> None:
     first = keys.encode([pa.array([1, 2], pa.int32())], 2)
     second = keys.encode([pa.array([2, 1], pa.int64())], 2)
     assert second.tolist() == first[::-1].tolist()
+
+
+def test_equal_dictionaries_in_new_buffers_keep_ids() -> None:
+    """Batches decoded from IPC carry equal dictionaries in new buffers: the
+    ids stay the same (no per-value lookup), and a changed dictionary is
+    still looked up value by value."""
+    keys = GroupKeys(("k",))
+
+    def batch(values: list[str], dictionary: list[str]) -> list[pa.Array]:
+        indices = pa.array([dictionary.index(v) for v in values], pa.int32())
+        return [pa.DictionaryArray.from_arrays(indices, pa.array(dictionary))]
+
+    first = keys.encode(batch(["b", "a", "b"], ["a", "b"]), 3)
+    again = keys.encode(batch(["a", "b"], ["a", "b"]), 2)  # equal values, new buffers
+    changed = keys.encode(batch(["c", "b", "a"], ["b", "c", "a"]), 3)
+    assert first.tolist() == [1, 0, 1]
+    assert again.tolist() == [0, 1]
+    assert changed.tolist() == [2, 1, 0]
+    assert keys.count == 3

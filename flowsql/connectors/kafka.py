@@ -42,6 +42,39 @@ from flowsql.records import KEY, OFFSET, PARTITION, TIMESTAMP, DeadLetter, DeadL
 
 log = logging.getLogger(__name__)
 
+
+class _OncePerMessage(logging.Filter):
+    """Passes a client log message once per ``window_s``: librdkafka repeats
+    the same line (a refused connection) many times a second."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        text = text.split("]: ", 1)[-1]  # without the thread/client prefix
+        now = time.monotonic()
+        if now - self._seen.get(text, -self.window_s) < self.window_s:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[text] = now
+        return True
+
+
+#: Where librdkafka's own log lines go (instead of raw lines on stderr), each
+#: distinct line once a minute.
+CLIENT_LOG = logging.getLogger("flowsql.kafka.client")
+CLIENT_LOG.addFilter(_OncePerMessage())
+
+
+def admin_config(bootstrap: str) -> dict[str, Any]:
+    """librdkafka admin client settings."""
+    return {"bootstrap.servers": bootstrap, "logger": CLIENT_LOG}
+
+
 SOURCE_TYPE = "kafka_source"
 SINK_TYPE = "kafka_sink"
 #: Environment fallback for ``bootstrap.servers``.
@@ -175,6 +208,7 @@ def consumer_config(
         "partition.assignment.strategy": "range",
         "queued.max.messages.kbytes": 16384,
         "fetch.max.bytes": 8 * 1024 * 1024,
+        "logger": CLIENT_LOG,
     }
     conf.update(extra)
     conf.update(spec.client)
@@ -199,6 +233,7 @@ def producer_config(
         "queue.buffering.max.messages": 100_000,
         "queue.buffering.max.kbytes": 65536,
         "compression.type": "none",
+        "logger": CLIENT_LOG,
     }
     if failures is not None:
         conf["delivery.report.only.error"] = True
@@ -410,7 +445,7 @@ def end_of_partition(events: list[Any], topic: str) -> list[int]:
 def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int]:
     """Partition ids of ``topic``; raises ConnectorError when it does not exist."""
     client = _require_client()
-    admin = client.admin.AdminClient({"bootstrap.servers": bootstrap})
+    admin = client.admin.AdminClient(admin_config(bootstrap))
     md = admin.list_topics(topic, timeout=timeout)
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
@@ -421,7 +456,7 @@ def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 10.0) -> None:
     """Create ``topic`` when it does not exist (an existing topic is left as it is)."""
     client = _require_client()
-    admin = client.admin.AdminClient({"bootstrap.servers": bootstrap})
+    admin = client.admin.AdminClient(admin_config(bootstrap))
     if topic in admin.list_topics(timeout=timeout).topics:
         return
     futures = admin.create_topics([client.admin.NewTopic(topic, partitions, 1)])

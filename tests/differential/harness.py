@@ -20,6 +20,10 @@ import flowsql
 
 #: Every differential case runs at these batch sizes.
 BATCH_SIZES = (1, 7, 10_000)
+#: ...and on V2 with this many partitions at batch size ``V2_BATCH``: its rows
+#: must be V1's, in V1's order, to the bit.
+V2_PARTITIONS = 3
+V2_BATCH = 7
 REL_TOL = 1e-9
 ABS_TOL = 1e-9
 
@@ -29,6 +33,25 @@ Row = dict[str, Any]
 def run_flowsql(sql: str, table: pa.Table, batch_size: int, name: str = "t") -> list[Row]:
     """All rows ``flowsql.query`` emits, in emitted order."""
     return flowsql.query(sql, {name: table}, batch_size=batch_size).to_pylist()
+
+
+def run_v2(
+    sql: str, table: pa.Table, batch_size: int, partitions: int = V2_PARTITIONS
+) -> list[Row]:
+    """All rows of ``sql`` on the partitioned processor (V2), in emitted order."""
+    from flowsql.server.coordinator import PartitionedJobCoordinator
+
+    v2 = PartitionedJobCoordinator(flowsql.Engine(sql).statement, num_partitions=partitions)
+    out: list[pa.RecordBatch] = []
+    try:
+        for batch in table.to_batches(max_chunksize=batch_size):
+            out += v2.process_batch(batch)
+            if v2.done:
+                break
+        out += v2.flush()
+    finally:
+        v2.close()
+    return [r for b in out for r in b.to_pylist()]
 
 
 def run_engine(sql: str, table: pa.Table, batch_size: int) -> tuple[list[Row], flowsql.Engine]:
@@ -155,7 +178,8 @@ def check_differential(
     duck_tables: dict[str, pa.Table] | None = None,
     batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> dict[int, list[Row]]:
-    """Run ``sql`` at every batch size and ``duck_sql`` in DuckDB; assert they agree.
+    """Run ``sql`` at every batch size and ``duck_sql`` in DuckDB; assert they
+    agree, and that V2 gives V1's rows exactly.
 
     Args:
         columns: compare only these columns (default: all DuckDB's columns,
@@ -165,6 +189,9 @@ def check_differential(
         batch_rel: float tolerance between batch sizes (0 = bit for bit).
     """
     results = {bs: run_flowsql(sql, table, bs) for bs in batch_sizes}
+    if V2_BATCH in results:  # V2 gives V1's rows, in V1's order
+        what = f"V2({V2_PARTITIONS}) vs V1 at batch size {V2_BATCH}\n{sql}"
+        assert_rows(run_v2(sql, table, V2_BATCH), results[V2_BATCH], what=what, rel=0.0, abs_=0.0)
     if changes_keys is not None:
         results = {bs: last_per_key(rows, changes_keys) for bs, rows in results.items()}
     want = run_duckdb(duck_sql, duck_tables or {"t": table})

@@ -305,14 +305,15 @@ class StreamJobServer:
     def _build_kafka(self, statement: Statement) -> KafkaServerJob:
         """A Kafka job: its output is the statement's ``kafka_sink`` (written through the
         job's producer, in its transactions) or else the sink the server would give it."""
-        from flowsql.server.kafka_job import KafkaJob, KafkaJobSpec
+        from flowsql.server.kafka_job import JobStats, KafkaJob, KafkaJobSpec
 
         if STRATEGY_KEY in statement.properties:
             raise ConfigError(
                 f"{statement.name}.{STRATEGY_KEY}",
                 statement.properties[STRATEGY_KEY],
-                "nothing for a Kafka job: a batch that raises fails it, and redeployed"
-                " with the same group.id it replays from its last checkpoint",
+                "nothing for a Kafka job: a batch that raises fails it; 'restart.attempts'"
+                " restarts it from its last checkpoint, as does a redeploy with the same"
+                " group.id",
             )
         choice = job_choice(statement, self._default)
         self._check_paths(statement.properties)
@@ -324,9 +325,14 @@ class StreamJobServer:
             if sink is not None:
                 opened.append(sink)
                 self._check_object_paths(sink, "sink")
-            kafka = KafkaJob(
-                statement, sink=sink, store=self._kafka_store(statement), dead_letters=letters
-            )
+            store = self._kafka_store(statement)
+
+            def build(stats: JobStats | None = None) -> KafkaJob:
+                return KafkaJob(
+                    statement, sink=sink, store=store, dead_letters=letters, stats=stats
+                )
+
+            kafka = build()
             opened.append(kafka)
             return KafkaServerJob(
                 statement,
@@ -335,6 +341,7 @@ class StreamJobServer:
                 dead_letters=letters,
                 redactor=Redactor(statement.properties),
                 processor_factory=self._processor_factory,
+                rebuild=build,
             )
         except BaseException:
             for thing in reversed(opened):

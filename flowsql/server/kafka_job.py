@@ -124,6 +124,7 @@ class KafkaJob:
         dead_letters: also receives undecodable records; they go to ``'dlq.topic'``
             through the job's producer (inside the transaction) too when it is
             set, and to the log when neither is.
+        stats: counters to continue (a job restarted after a failure).
     """
 
     def __init__(
@@ -134,12 +135,13 @@ class KafkaJob:
         processor_factory: ProcessorFactory | None = None,
         store: CheckpointStore | None = None,
         dead_letters: DeadLetterSink | None = None,
+        stats: JobStats | None = None,
     ) -> None:
         client = _client()
         self.statement = statement
         self.spec = KafkaJobSpec.from_statement(statement)
         spec = self.spec
-        self.stats = JobStats()
+        self.stats = stats or JobStats()  # a restarted job carries its counters on
         self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
         self.factory = processor_factory or _v1_processor
         self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)

@@ -26,7 +26,7 @@ from flowsql.server.job import (
 )
 
 if TYPE_CHECKING:
-    from flowsql.server.kafka_job import KafkaJob
+    from flowsql.server.kafka_job import JobStats, KafkaJob
     from flowsql.server.kafka_job import ProcessorFactory as KafkaProcessorFactory
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,12 @@ class KafkaServerJob:
 
     Pause, resume and processor switches are served by the Kafka job between two
     batches (see ``KafkaJob.switch_processor``); stop ends it with a final
-    checkpoint and offset commit. A batch that raises fails the job; redeployed
-    with the same ``group.id`` it resumes from its last checkpoint.
+    checkpoint and offset commit. A batch that raises, or a V2 worker that dies,
+    fails the job: with ``'restart.attempts' = N`` (default 0) it restarts up to
+    N times, ``'restart.backoff'`` apart, from its last checkpoint (a new
+    ``KafkaJob``: the group hands it the partitions, each restored from the
+    checkpoint store); else it ends FAILED, and redeployed with the same
+    ``group.id`` it resumes from that checkpoint.
 
     Args:
         statement: the planned statement (a Kafka source declared in WITH).
@@ -50,6 +54,7 @@ class KafkaServerJob:
         redactor: masks secrets in everything the job shows.
         processor_factory: builds processors for ``choice``.
         name: the job's name.
+        rebuild: builds a fresh Kafka job continuing the given counters (restarts).
     """
 
     failure_strategy = "fail_job"
@@ -64,6 +69,7 @@ class KafkaServerJob:
         redactor: Redactor,
         processor_factory: ProcessorFactory = make_processor,
         name: str | None = None,
+        rebuild: Callable[[JobStats], KafkaJob] | None = None,
     ) -> None:
         self.name = name or statement.name
         self.statement = statement
@@ -81,6 +87,9 @@ class KafkaServerJob:
         self._started = datetime.now(UTC)
         self._finished: datetime | None = None
         self._thread: threading.Thread | None = None
+        self._rebuild = rebuild
+        self._restarts = 0
+        self._stopping = threading.Event()
         kafka.factory = self._task_factory(choice)
 
     def _task_factory(self, choice: ProcessorChoice) -> KafkaProcessorFactory:
@@ -124,6 +133,7 @@ class KafkaServerJob:
 
     def request_stop(self) -> None:
         """Ask the job to stop after the batch in progress; do not wait."""
+        self._stopping.set()
         self.kafka.stop()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -228,6 +238,7 @@ class KafkaServerJob:
                 "checkpoints": stats.checkpoints,
                 "rebalances": stats.rebalances,
                 "restored_partitions": stats.restored_partitions,
+                "restarts": self._restarts,
             },
         )
 
@@ -236,8 +247,15 @@ class KafkaServerJob:
     def _run(self) -> None:
         state = JobState.FAILED
         try:
-            self.kafka.run()
-            state = JobState.FINISHED if self.kafka.input_ended else JobState.STOPPED
+            while True:
+                try:
+                    self.kafka.run()
+                except Exception as exc:
+                    if not self._restart(exc):
+                        raise
+                    continue
+                state = JobState.FINISHED if self.kafka.input_ended else JobState.STOPPED
+                break
         except BaseException as exc:  # the thread records every failure
             self._last_error = self.redactor.text(_describe_kafka(exc))
             log.error("job %s failed: %s", self.name, self._last_error)
@@ -246,6 +264,30 @@ class KafkaServerJob:
             self._finished = datetime.now(UTC)
             self._state = state
             log.info("job %s: %s", self.name, state.value)
+
+    def _restart(self, exc: Exception) -> bool:
+        """After a failure: wait the backoff, then continue from the last checkpoint
+        with a new Kafka job, if restarts are configured and left (True)."""
+        spec = self.kafka.spec
+        if self._rebuild is None or self._restarts >= spec.restart_attempts:
+            return False
+        self._last_error = self.redactor.text(_describe_kafka(exc))
+        log.warning(
+            "job %s failed (%s); restart %d of %d from the last checkpoint",
+            self.name,
+            self._last_error,
+            self._restarts + 1,
+            spec.restart_attempts,
+        )
+        if self._stopping.wait(spec.restart_backoff_ms / 1000):
+            return False  # stopped meanwhile: end as failed, with the error
+        kafka = self._rebuild(self.kafka.stats)
+        kafka.factory = self._task_factory(self.choice)
+        self.kafka = kafka
+        self._restarts += 1
+        if self._stopping.is_set():  # a stop that reached the old job
+            kafka.stop()
+        return True
 
     def _close_outputs(self, state: JobState) -> JobState:
         """Close a sink the Kafka job does not own, and the dead-letter sinks."""

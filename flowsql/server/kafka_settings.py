@@ -42,6 +42,8 @@ class KafkaJobSpec:
     max_rate: float = 0.0
     dlq_topic: str | None = None
     static_partitions: tuple[int, ...] = ()
+    restart_attempts: int = 0  # on the job server: restarts from the last checkpoint
+    restart_backoff_ms: int = 1_000
 
     @property
     def exactly_once(self) -> bool:
@@ -82,6 +84,8 @@ class KafkaJobSpec:
             dlq_topic=props.get("dlq.topic"),
             static_partitions=_int_list(props, f"{name}.partitions"),
             instance=_instance(props, name),
+            restart_attempts=_count(props, "restart.attempts"),
+            restart_backoff_ms=_duration(props, "restart.backoff", 1_000),
         )
 
 
@@ -141,6 +145,13 @@ def _int_list(props: Mapping[str, str], key: str) -> tuple[int, ...]:
         return tuple(int(p) for p in raw.split(",") if p.strip())
     except ValueError:
         raise ConfigError(key, raw, "comma-separated partition numbers, e.g. '0,2'") from None
+
+
+def _count(props: Mapping[str, str], key: str) -> int:
+    raw = props.get(key, "0").strip()
+    if not raw.isdigit():
+        raise ConfigError(key, raw, "a whole number >= 0")
+    return int(raw)
 
 
 def _duration(props: Mapping[str, str], key: str, default: int) -> int:

@@ -59,7 +59,13 @@ from flowsql.connectors.kafka import (
 )
 from flowsql.errors import ConfigError, ConnectorError, ExecutionError
 from flowsql.plan import nodes as n
-from flowsql.records import PARTITION, DeadLetterSink
+from flowsql.records import DeadLetterSink
+from flowsql.server.kafka_repartition import (
+    from_ipc,
+    message_chunks,
+    split_by_partition,
+    to_ipc,
+)
 from flowsql.server.kafka_settings import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
@@ -79,8 +85,6 @@ log = logging.getLogger(__name__)
 
 #: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
 EOS_HEADER = "flowsql.eos"
-#: Largest repartition message payload (bytes); bigger slices are split.
-MAX_MESSAGE_BYTES = 512 * 1024
 #: Test hook: SIGKILL this process right after checkpoint N ("N" or "N:before-commit").
 CRASH_ENV = "FLOWSQL_TEST_CRASH_AT_CHECKPOINT"
 
@@ -471,7 +475,7 @@ class KafkaJob:
             self._route(batch)
             return
         tasks = {t.partition: t for t, _ in groups}
-        for part, piece in _split_by_partition(batch):
+        for part, piece in split_by_partition(batch):
             processor = tasks[part].processor
             assert processor is not None
             self._emit(processor.process_batch(piece))
@@ -486,9 +490,9 @@ class KafkaJob:
         else:
             slices = [batch] + [batch.slice(0, 0)] * (parts - 1)
         for target, piece in enumerate(slices):
-            for chunk in _chunks(piece):
+            for chunk in message_chunks(piece):
                 produce_all(
-                    self.producer, self.spec.repartition_topic, [_ipc(chunk)], partition=target
+                    self.producer, self.spec.repartition_topic, [to_ipc(chunk)], partition=target
                 )
 
     def _from_repartition(self, task: Task, msgs: list[Any]) -> None:
@@ -498,7 +502,7 @@ class KafkaJob:
             if EOS_HEADER in headers:
                 task.ended_inputs.add(int(headers[EOS_HEADER]))
                 continue
-            batch = _from_ipc(m.value())
+            batch = from_ipc(m.value())
             self.stats.records_in += batch.num_rows
             self._emit(task.processor.process_batch(batch))
         if self.spec.source.bounded and len(task.ended_inputs) >= len(self.source_partitions):
@@ -752,36 +756,6 @@ def _label(processor: JobProcessor) -> tuple[str, str, int]:
 
 def _v1_processor(statement: n.Statement, dead_letters: DeadLetterSink | None) -> JobProcessor:
     return SimpleJobProcessor(statement, dead_letters=dead_letters)
-
-
-def _split_by_partition(batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
-    """Contiguous runs of one ``_partition`` value -> (partition, slice)."""
-    parts = batch.column(PARTITION).to_numpy()
-    if not len(parts):
-        return []
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(parts)) + 1))
-    ends = np.append(starts[1:], len(parts))
-    return [(int(parts[a]), batch.slice(a, b - a)) for a, b in zip(starts, ends, strict=True)]
-
-
-def _chunks(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-    if batch.num_rows == 0:
-        return []
-    size = max(1, batch.nbytes)
-    rows = max(1, batch.num_rows * MAX_MESSAGE_BYTES // size)
-    return [batch.slice(i, rows) for i in range(0, batch.num_rows, rows)]
-
-
-def _ipc(batch: pa.RecordBatch) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data: bytes) -> pa.RecordBatch:
-    with pa.ipc.open_stream(data) as reader:
-        return reader.read_next_batch()
 
 
 def run_kafka_job(

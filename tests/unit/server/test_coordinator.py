@@ -196,7 +196,7 @@ def test_one_partition_runs_the_plan_unchanged() -> None:
 def test_split_plan_cuts_decomposable_final_aggregates_into_partials() -> None:
     plan = split_plan(
         parse_one(
-            "SELECT symbol, AVG(price) AS a, COUNT(*) AS c FROM t"
+            "SELECT symbol, MAX(price) AS hi, COUNT(*) AS c FROM t"
             " GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' SECOND) HAVING COUNT(*) > 1"
         )
     )
@@ -204,8 +204,22 @@ def test_split_plan_cuts_decomposable_final_aggregates_into_partials() -> None:
     lower = plan.lower.plan
     assert isinstance(lower, n.Aggregate)
     assert [name for name, _ in lower.aggs][-1] == ROWS
-    assert [m.kind for m in plan.merges] == ["avg", "sum"]
+    assert [m.kind for m in plan.merges] == ["max", "sum"]
     assert plan.upper is not None and plan.upper.sources == ("__lower",)
+
+
+def test_split_plan_leaves_sums_to_the_coordinator_with_only_the_columns_it_reads() -> None:
+    """A sum of partial sums adds floats in another order than V1's running sum."""
+    plan = split_plan(
+        parse_one(
+            "SELECT symbol, AVG(price) AS a, COUNT(*) AS c FROM t WHERE qty > 1"
+            " GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' SECOND)"
+        )
+    )
+    assert not plan.two_phase and "AVG" in plan.reason
+    lower = plan.lower.plan
+    assert isinstance(lower, n.Project) and isinstance(lower.input, n.Scan)  # no filter: windowed
+    assert sorted(name for name, _ in lower.exprs) == ["_timestamp", "price", "qty", "symbol", "ts"]
 
 
 def test_split_plan_only_decodes_for_changes_and_keeps_batches() -> None:
@@ -214,19 +228,30 @@ def test_split_plan_only_decodes_for_changes_and_keeps_batches() -> None:
     )
     assert not plan.two_phase
     assert plan.batch_exact  # the changelog follows V1's micro-batches
-    assert isinstance(plan.lower.plan, n.Scan)  # the filter runs on those batches too
+    lower = plan.lower.plan  # decode, keep the columns read; the filter runs on V1's batches
+    assert isinstance(lower, n.Project) and isinstance(lower.input, n.Scan)
+    assert sorted(name for name, _ in lower.exprs) == ["_timestamp", "qty", "symbol"]
     assert "EMIT CHANGES" in plan.reason
 
 
-def test_split_plan_pushes_filters_below_a_session_window() -> None:
-    plan = split_plan(
+def test_split_plan_pushes_filters_only_without_windows() -> None:
+    rows = split_plan(
+        parse_one(
+            "SELECT symbol, SUM(qty) OVER (PARTITION BY symbol ROWS BETWEEN 2 PRECEDING"
+            " AND CURRENT ROW) AS s FROM t WHERE qty > 1"
+        )
+    )
+    assert isinstance(rows.lower.plan, n.Project) and isinstance(rows.lower.plan.input, n.Filter)
+    session = split_plan(
         parse_one(
             "SELECT symbol, COUNT(*) AS c FROM t WHERE qty > 1 GROUP BY symbol"
             " WINDOW SESSION(ts, INTERVAL '1' SECOND)"
         )
     )
-    assert not plan.two_phase and not plan.batch_exact
-    assert isinstance(plan.lower.plan, n.Filter)
+    # V1 decides lateness from every row's event time, filtered out or not
+    assert not session.two_phase and not session.batch_exact
+    assert isinstance(session.lower.plan, n.Project)
+    assert isinstance(session.lower.plan.input, n.Scan)
 
 
 def _jsonl(path: Path, table: pa.Table, bad_every: int = 0) -> Path:

@@ -24,7 +24,7 @@ With one partition nothing is merged, and the plan runs as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.plan import nodes as n
-from flowsql.plan.expr import Col
+from flowsql.plan.expr import Col, Expr
 from flowsql.records import ARRIVAL, ORDER_PREFIX, WINDOW_END, WINDOW_START, is_order_column
 
 
@@ -98,7 +98,7 @@ def output_order(statement: n.Statement, partitions: int) -> OutputOrder:
         return OutputOrder(statement, tuple(sources))
     first = max(above)  # the projection right above the aggregate
 
-    def carried(i: int) -> dict[str, Col]:
+    def carried(i: int) -> dict[str, Expr]:
         if i == first:
             return {name: Col(src) for name, src in zip(names, sources, strict=True)}
         return {name: Col(name) for name in names}
@@ -106,14 +106,14 @@ def output_order(statement: n.Statement, partitions: int) -> OutputOrder:
     return OutputOrder(replace(statement, plan=_carry(chain, at, carried)), tuple(names))
 
 
-def _carry(chain: list[n.Node], below: int, columns: object) -> n.Node:
+def _carry(chain: list[n.Node], below: int, columns: Callable[[int], Mapping[str, Expr]]) -> n.Node:
     """The plan of ``chain`` (root first) with every projection above
     ``chain[below]`` also computing ``columns(i)`` (name -> expression)."""
     node = chain[-1]
     for i in range(len(chain) - 2, -1, -1):
         x = chain[i]
         if isinstance(x, n.Project) and i < below:
-            extra = columns(i)  # type: ignore[operator]
+            extra = dict(columns(i))
             if x.star:  # SELECT * already passes every non-system input column
                 extra = {k: e for k, e in extra.items() if e != Col(k)}
             exprs = tuple((k, e) for k, e in x.exprs if k not in extra) + tuple(extra.items())

@@ -42,15 +42,21 @@ def run_v2(
     from flowsql.server.coordinator import PartitionedJobCoordinator
 
     v2 = PartitionedJobCoordinator(flowsql.Engine(sql).statement, num_partitions=partitions)
+    return run_processor(v2, table, batch_size)
+
+
+def run_processor(processor: Any, table: pa.Table, batch_size: int) -> list[Row]:
+    """All rows a job processor (V1 or V2) emits for ``table`` fed ``batch_size``
+    rows at a time, then flushed; the processor is closed."""
     out: list[pa.RecordBatch] = []
     try:
         for batch in table.to_batches(max_chunksize=batch_size):
-            out += v2.process_batch(batch)
-            if v2.done:
+            out += processor.process_batch(batch)
+            if processor.done:
                 break
-        out += v2.flush()
+        out += processor.flush()
     finally:
-        v2.close()
+        processor.close()
     return [r for b in out for r in b.to_pylist()]
 
 

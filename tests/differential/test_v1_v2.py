@@ -15,7 +15,7 @@ from flowsql.server.processor import SimpleJobProcessor
 from flowsql.sql import parse_one
 
 from .data import out_of_order, sorted_by_time, trades
-from .harness import assert_rows
+from .harness import assert_rows, run_processor
 from .queries import AGGREGATES, LATENESS, select_list
 from .test_filters import PROJECTIONS
 from .test_windows import MIXED
@@ -130,16 +130,7 @@ def data() -> dict[str, pa.Table]:
 
 
 def run(processor: Any, table: pa.Table) -> list[dict[str, Any]]:
-    out: list[pa.RecordBatch] = []
-    try:
-        for batch in table.to_batches(max_chunksize=BATCH):
-            out += processor.process_batch(batch)
-            if processor.done:
-                break
-        out += processor.flush()
-    finally:
-        processor.close()
-    return [r for b in out for r in b.to_pylist()]
+    return run_processor(processor, table, BATCH)
 
 
 class V1Results(dict[str, tuple[list[dict[str, Any]], int]]):

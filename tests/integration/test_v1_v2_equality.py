@@ -19,6 +19,7 @@ from flowsql.server.coordinator import PartitionedJobCoordinator
 from flowsql.server.processor import SimpleJobProcessor
 from flowsql.server.twophase import jsonl_splits
 from flowsql.sql import parse_one
+from tests.differential.harness import run_processor
 
 T0 = 1_700_000_000_000
 BATCH = 250
@@ -102,17 +103,7 @@ def canonical(rows: list[dict[str, Any]], sql_name: str) -> list[tuple[Any, ...]
 
 
 def run(processor: Any, table: pa.Table) -> list[dict[str, Any]]:
-    out = []
-    with_close = processor
-    try:
-        for b in table.to_batches(BATCH):
-            out += processor.process_batch(b)
-            if processor.done:
-                break
-        out += processor.flush()
-    finally:
-        with_close.close()
-    return [r for b in out for r in b.to_pylist()]
+    return run_processor(processor, table, BATCH)
 
 
 @pytest.fixture(scope="module")

@@ -83,3 +83,8 @@ def read_all(
 
 def json_rows(msgs: Sequence[Any]) -> list[dict[str, Any]]:
     return [json.loads(m.value()) for m in msgs]
+
+
+def json_sorted(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Rows as sorted JSON texts: equal lists mean the same rows, in any order."""
+    return sorted(json.dumps(r, sort_keys=True) for r in rows)

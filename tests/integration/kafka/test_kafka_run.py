@@ -3,7 +3,6 @@ stop on SIGTERM, clear errors without a traceback; and a Kafka job behind the RE
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from flowsql.engine import query
 from flowsql.server.api import create_app
 from flowsql.server.config import ServerSettings
 from flowsql.server.jobserver import StreamJobServer
-from tests.integration.kafka.kafka_helpers import json_rows, produce_json, read_all
+from tests.integration.kafka.kafka_helpers import json_rows, json_sorted, produce_json, read_all
 from tests.integration.kafka.test_kafka_job import WINDOWED, job_sql, trades
 from tests.integration.test_api import live
 
@@ -33,10 +32,6 @@ def app() -> typer.Typer:
     app = typer.Typer()
     register(app)
     return app
-
-
-def canonical(rows: list[dict[str, object]]) -> list[str]:
-    return sorted(json.dumps(r, sort_keys=True) for r in rows)
 
 
 def test_run_bounded_kafka_file_on_v2_writes_v1_rows_and_a_summary(
@@ -59,7 +54,7 @@ def test_run_bounded_kafka_file_on_v2_writes_v1_rows_and_a_summary(
     result = CliRunner().invoke(app, ["run", str(path), "--processor", "v2", "--partitions", "2"])
     assert result.exit_code == 0, result.output
     got = json_rows(read_all(bootstrap, out))
-    assert canonical(got) == canonical(query(WINDOWED, {"trades": rows}).to_pylist())
+    assert json_sorted(got) == json_sorted(query(WINDOWED, {"trades": rows}).to_pylist())
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith(f"out: 3,000 records in, {len(got):,} out, 0 late, 0 dead-lettered")
     assert "V2 x2" in summary and "input ended" in summary

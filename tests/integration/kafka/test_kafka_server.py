@@ -3,7 +3,6 @@ state), with real status, pause/resume, processor switches, stop and redeploy.""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from flowsql.engine import query
 from flowsql.server.config import ServerSettings
 from flowsql.server.job import JobState
 from flowsql.server.jobserver import StreamJobServer
-from tests.integration.kafka.kafka_helpers import json_rows, produce_json, read_all
+from tests.integration.kafka.kafka_helpers import json_rows, json_sorted, produce_json, read_all
 from tests.integration.kafka.test_kafka_job import WINDOWED, job_sql, trades
 
 pytestmark = pytest.mark.kafka
@@ -38,10 +37,6 @@ def server(tmp_path: Path) -> Iterator[StreamJobServer]:
         yield server
     finally:
         server.shutdown()
-
-
-def canonical(rows: list[dict[str, Any]]) -> list[str]:
-    return sorted(json.dumps(r, sort_keys=True) for r in rows)
 
 
 def test_bounded_windowed_job_finishes_with_v1_rows_and_real_counters(
@@ -67,7 +62,7 @@ def test_bounded_windowed_job_finishes_with_v1_rows_and_real_counters(
     assert status.state == JobState.FINISHED, status.last_error
     got = json_rows(read_all(bootstrap, out))
     want = query(WINDOWED, {"trades": rows}).to_pylist()
-    assert canonical(got) == canonical(want)
+    assert json_sorted(got) == json_sorted(want)
     assert status.records_in == len(rows)
     assert status.records_out == len(got) == 4 * 40
     assert (status.processor_version, status.num_partitions) == ("V2", 2)
@@ -191,7 +186,7 @@ def test_switching_a_windowed_kafka_job_to_v2_keeps_its_state(
     want = [
         r for r in query(WINDOWED, {"trades": rows}).to_pylist() if r["_window_start"] < last_open
     ]
-    assert canonical(got) == canonical(want)  # every closed window once, counted in full
+    assert json_sorted(got) == json_sorted(want)  # every closed window once, counted in full
     assert stopped.records_out == len(got) == 5 * 39
 
 

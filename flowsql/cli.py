@@ -8,9 +8,12 @@ run/demo/explain/validate (``flowsql.commands``), the job server
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 
 import typer
+
+from flowsql.redaction import install_log_redaction
 
 app = typer.Typer(
     name="flowsql",
@@ -40,5 +43,10 @@ def main() -> None:
     # would otherwise decode JSON on every core. Set POLARS_MAX_THREADS to
     # override; it must be set before polars is imported.
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    install_log_redaction()
     _register()
-    app()
+    try:
+        app()
+    except Exception:  # a bug: its traceback goes through the log, secrets masked
+        logging.getLogger("flowsql").critical("flowsql crashed", exc_info=True)
+        raise SystemExit(1) from None

@@ -13,6 +13,7 @@ unreachable broker) — in that case nothing is written.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -30,6 +31,13 @@ from rich.console import Console
 from flowsql.errors import FlowSQLError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+from flowsql.redaction import (
+    redact_error,
+    redact_text,
+    register_secrets,
+    secret_values,
+    values_in_text,
+)
 
 if TYPE_CHECKING:
     from flowsql.server.kafka_job import KafkaJob
@@ -54,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact_text(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -73,9 +81,11 @@ def _parse(text: str) -> list[Statement]:
     try:
         statements = parse(text)
     except FlowSQLError as exc:
-        _fail(str(exc))
+        _fail(redact_error(exc, values_in_text(text)))
     if not statements:
         _fail("the SQL file holds no statement")
+    for statement in statements:  # so that errors and logs mask them from now on
+        register_secrets(secret_values(statement.properties))
     return statements
 
 
@@ -138,14 +148,16 @@ def run(
         choice,
         jobs,
     )
+    _check_files(file, jobs, kafka_jobs, letters, output, dlq)
     plain_iter, kafka_iter = iter(jobs), iter(kafka_jobs)
-    for is_kafka in kafka:
-        if is_kafka:
-            line = _run_kafka(next(kafka_iter), jobs, kafka_jobs, letters)
-        else:
-            line = _run_plain(next(plain_iter), batch_size, jobs, kafka_jobs, letters)
-        if not quiet:
-            typer.echo(line, err=True)
+    with _cleanup_on_signals(jobs, kafka_jobs, letters):
+        for is_kafka in kafka:
+            if is_kafka:
+                line = _run_kafka(next(kafka_iter), jobs, kafka_jobs, letters)
+            else:
+                line = _run_plain(next(plain_iter), batch_size, jobs, kafka_jobs, letters)
+            if not quiet:
+                typer.echo(line, err=True)
     _close_letters(letters)
     _echo_letters(letters, dlq)
 
@@ -404,13 +416,151 @@ class _Letters:
 
 def _dead_letter_sink(dlq: Path | None, statements: list[Statement]) -> _Letters:
     from flowsql.connectors.dlq import JsonlDeadLetters
+    from flowsql.connectors.paths import check_sink_path
 
     path = dlq or next(
         (Path(s.properties["dlq.path"]) for s in statements if "dlq.path" in s.properties), None
     )
-    if path is not None and not path.parent.is_dir():
-        _fail(f"dead-letter directory does not exist: {path.parent}")
-    return _Letters(JsonlDeadLetters(path) if path is not None else None)
+    if path is None:
+        return _Letters(None)
+    label = "--dlq" if dlq is not None else "'dlq.path'"
+    try:
+        check_sink_path(path, key=label)
+    except FlowSQLError as exc:
+        _fail(str(exc))
+    problem = _output_problem(label, path)
+    if problem:
+        _fail(problem)
+    return _Letters(JsonlDeadLetters(path))
+
+
+# --------------------------------------------------------- files written by a run
+#
+# Checked before anything runs (exit 2): an output or dead-letter file must not
+# be an input (it would be truncated while being read) nor another output, and
+# its directory must exist and be writable. A run stopped by SIGINT or SIGTERM
+# deletes its sinks' temporary files and exits 128 + the signal number.
+
+
+def _check_files(
+    sql_file: Path,
+    jobs: list[_Job],
+    kafka_jobs: list[KafkaJob],
+    letters: _Letters,
+    output: str | None,
+    dlq: Path | None,
+) -> None:
+    written = _written_files(jobs, kafka_jobs, letters, output, dlq)
+    read = [("the SQL file", sql_file)] + [
+        (f"input '{name}'", Path(source.path))
+        for job in jobs
+        for name, source in job.sources.items()
+        if _is_file_source(source)
+    ]
+    problems = [_output_problem(label, path) for label, path in written]
+    for i, (label, path) in enumerate(written):
+        for other, other_path in read + written[:i]:
+            if _same_file(path, other_path):
+                same = f"{path}" if path == other_path else f"{path} and {other_path}"
+                problems.append(
+                    f"{label} and {other} are the same file ({same}): writing it would"
+                    " destroy it; choose another output file"
+                )
+    problem = next((p for p in problems if p), None)
+    if problem:
+        _abort_all(jobs, kafka_jobs)
+        _fail(problem)
+
+
+def _written_files(
+    jobs: list[_Job],
+    kafka_jobs: list[KafkaJob],
+    letters: _Letters,
+    output: str | None,
+    dlq: Path | None,
+) -> list[tuple[str, Path]]:
+    """(what, path) of every file a run writes: file sinks and the dead-letter file."""
+    from flowsql.connectors.files import FileSink
+    from flowsql.connectors.registry import sink_stream
+
+    sinks = [(job.statement, job.sink) for job in jobs]
+    sinks += [(kafka.statement, kafka.sink) for kafka in kafka_jobs]
+    written = []
+    for statement, sink in sinks:
+        if isinstance(sink, FileSink):
+            is_output = output is not None and Path(output) == sink.path
+            label = "--output" if is_output else f"'{sink_stream(statement)}.path'"
+            written.append((label, sink.path))
+    path = getattr(letters.file, "path", None)
+    if path is not None:
+        written.append(("--dlq" if dlq is not None else "'dlq.path'", Path(path)))
+    return written
+
+
+def _is_file_source(source: object) -> bool:
+    from flowsql.connectors.files import FileSource
+
+    return isinstance(source, FileSource)
+
+
+def _output_problem(label: str, path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None."""
+    directory = path.parent
+    if not directory.is_dir():
+        return f"{label}: output directory does not exist: {directory}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{label}: output directory is not writable: {directory}"
+    if path.is_dir():
+        return f"{label} names a directory: {path}"
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file by resolved path, or by device and inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        first, second = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, so no ``except Exception`` eats it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _cleanup_on_signals(
+    jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: DeadLetterSink
+) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run: sinks discard their temporary files, workers
+    stop, and the command exits 130/143 (Kafka jobs stop cleanly instead: see
+    :func:`_stop_on_signals`, which takes the signals over while one runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        for sig in signals:  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Signalled(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    except _Signalled as stop:
+        _abort_all(jobs, kafka_jobs)
+        _close_letters(letters)
+        _fail(f"interrupted by {stop}; unfinished output removed", code=128 + stop.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _close_letters(letters: DeadLetterSink) -> None:
@@ -529,9 +679,10 @@ def validate(
     """List every error in a SQL file with line and column; exit 1 if any."""
     from flowsql.sql import validate as validate_text
 
-    errors = validate_text(_read_sql(file))
+    text = _read_sql(file)
+    errors = validate_text(text)
     for err in errors:
-        typer.echo(f"{file}: {err}", err=True)
+        typer.echo(f"{file}: {redact_error(err, values_in_text(text))}", err=True)
     if errors:
         typer.echo(f"{len(errors)} error(s)", err=True)
         raise typer.Exit(1)

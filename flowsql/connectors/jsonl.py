@@ -10,7 +10,16 @@ the error and ``file:line``, and the good lines are parsed in bulk again.
 The schema is given, or inferred from a sample of the first lines: a column is
 numeric when most of its values are numbers, boolean when most are booleans,
 else a string (any JSON value fits a string column: objects and arrays keep
-their JSON text). Later values of the wrong type are dead letters.
+their JSON text). Later values of the wrong type are dead letters. A sample
+without one good line gives a schema without columns: every line is then a
+dead letter, or a row of no columns.
+
+Hostile lines are dead letters, never a crash nor a changed value: a line
+nested deeper than :data:`MAX_JSON_DEPTH` levels (the bulk parser's limit;
+msgspec, limited by Python's stack, gives up earlier and then lets polars
+decide), and an integer outside int64 in an integer column (a column is float
+only when its sample holds a fraction or an exponent, never because an integer
+is large).
 
 Encoding: one JSON object per row keyed by column name; timestamps as epoch ms
 integers, decimals as strings (exact), NaN/inf as null.
@@ -22,7 +31,7 @@ import io
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -38,6 +47,13 @@ log = logging.getLogger(__name__)
 
 #: Lines of the first chunk used to infer a schema.
 INFER_LINES = 20_000
+
+#: Deepest nesting of arrays and objects a line may have (the outer object is
+#: level 1): polars' parser refuses more, and such a line is a dead letter.
+MAX_JSON_DEPTH = 1024
+
+#: Stands for "no columns" when polars parses lines only to count them.
+_ROW_COUNTER = "_flowsql_rows"  # any JSON value fits: a key of that name is harmless
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -112,6 +128,9 @@ class JsonlDecoder:
     def _bulk(self, chunk: bytes) -> pa.Table:
         if not chunk or chunk.isspace():
             return pa.table({name: pa.array([], pa.null()) for name in self._polars})
+        if not self._polars:  # no columns: polars would return no rows, so count them
+            table = pl.read_ndjson(chunk, schema={_ROW_COUNTER: pl.String}).to_arrow()
+            return table.drop_columns([_ROW_COUNTER])
         frame = pl.read_ndjson(chunk, schema=self._polars)
         return frame.to_arrow()
 
@@ -152,6 +171,8 @@ class JsonlDecoder:
             try:
                 self._validator.decode_lines(view[start:])
                 return bad
+            except RecursionError:
+                return None  # a line too deep for msgspec: _check lets polars decide
             except msgspec.ValidationError as exc:
                 found = _ROW.search(str(exc))
                 line = lines.nth_nonblank(line, int(found.group(1))) if found else -1
@@ -168,26 +189,27 @@ class JsonlDecoder:
     def _decode_line_by_line(self, chunk: bytes, first_line: int) -> Decoded:
         good: list[bytes] = []
         numbers: list[int] = []
-        letters: list[DeadLetter] = []
+        letters: dict[int, DeadLetter] = {}  # by line number
         for i, line in enumerate(chunk.split(b"\n")):
             line = line.rstrip(b"\r")
             if not line.strip():
                 continue
             error = self._check(line)
             if error:
-                letters.append(self._letter(error, line, first_line + i))
+                letters[first_line + i] = self._letter(error, line, first_line + i)
             else:
                 good.append(line)
                 numbers.append(first_line + i)
         tables = self._bulk_or_split(good, numbers, letters)
+        in_order = [letters[n] for n in sorted(letters)]
         if not tables:
-            return Decoded(None, letters)
+            return Decoded(None, in_order)
         table = pa.concat_tables([t for t, _ in tables])
         lines = np.concatenate([n for _, n in tables])
-        return Decoded(self._finish(table, lines), letters)
+        return Decoded(self._finish(table, lines), in_order)
 
     def _bulk_or_split(
-        self, lines: list[bytes], numbers: list[int], letters: list[DeadLetter]
+        self, lines: list[bytes], numbers: list[int], letters: dict[int, DeadLetter]
     ) -> list[tuple[pa.Table, np.ndarray]]:
         """Parse validated lines in bulk; if the parser still objects, halve until
         the lines it rejects are found (rare: the checks mirror the parser)."""
@@ -197,7 +219,7 @@ class JsonlDecoder:
             return [(self._bulk(b"\n".join(lines)), np.asarray(numbers, np.int64))]
         except (pl.exceptions.PolarsError, OverflowError, ValueError) as exc:
             if len(lines) == 1:
-                letters.append(self._letter(str(exc), lines[0], numbers[0]))
+                letters[numbers[0]] = self._letter(_bulk_error(exc), lines[0], numbers[0])
                 return []
         mid = len(lines) // 2
         return self._bulk_or_split(lines[:mid], numbers[:mid], letters) + self._bulk_or_split(
@@ -210,16 +232,23 @@ class JsonlDecoder:
             obj = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:
             return f"invalid JSON: {exc}"
+        except RecursionError:
+            return self._check_deep(line)
         if not isinstance(obj, dict):
             return f"expected a JSON object, got {_json_type(obj)}"
         for name, ok in self._checks.items():
             value = obj.get(name)
             if value is not None and not ok(value):
-                expected = self._polars[name]
-                return (
-                    f"column '{name}': expected {_describe(expected)},"
-                    f" got {_json_type(value)} {_short(value)}"
-                )
+                return _type_error(name, self._polars[name], value)
+        return ""
+
+    def _check_deep(self, line: bytes) -> str:
+        """A line nested deeper than msgspec can follow from here: the bulk parser
+        decides, so the line's fate does not depend on the Python stack."""
+        try:
+            self._bulk(line)
+        except (pl.exceptions.PolarsError, OverflowError, ValueError) as exc:
+            return _bulk_error(exc)
         return ""
 
     def _letter(self, error: str, line: bytes, number: int) -> DeadLetter:
@@ -230,6 +259,13 @@ class JsonlDecoder:
             position=f"{self.path}:{number}" if self.path else f"line {number}",
             operator="decode",
         )
+
+
+def _bulk_error(exc: Exception) -> str:
+    """The dead-letter reason for a line the bulk parser refused."""
+    if "DepthLimitExceeded" in str(exc):
+        return f"JSON nested too deep (more than {MAX_JSON_DEPTH} levels)"
+    return f"invalid line: {exc}"
 
 
 _ROW = re.compile(r"at `\$\[(\d+)\]")
@@ -290,6 +326,8 @@ def _line_numbers(chunk: bytes, first_line: int, rows: int, lines: int) -> np.nd
 
 
 def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if not len(schema):
+        return table  # no columns, but its rows
     columns = []
     for f in schema:
         col = table.column(f.name)
@@ -318,16 +356,23 @@ def _polars_type(t: pa.DataType) -> Any:
 
 
 def _validator(schema: pa.Schema) -> msgspec.json.Decoder[Any]:
-    """A msgspec decoder that accepts exactly the lines the bulk parser accepts."""
+    """A msgspec decoder that accepts exactly the lines the bulk parser accepts
+    (but for columns msgspec cannot name: lines it passes and polars refuses are
+    then found line by line)."""
     int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
     kinds = {pl.Boolean: bool, pl.Int64: int64, pl.Float64: float}
+    named = [f for f in schema if not _UNNAMEABLE.search(f.name)]
     fields = [
         (f"f{i}", kinds[t] | None if (t := _polars_type(f.type)) in kinds else Any, None)
-        for i, f in enumerate(schema)
+        for i, f in enumerate(named)
     ]
-    rename = {f"f{i}": f.name for i, f in enumerate(schema)}
+    rename = {f"f{i}": f.name for i, f in enumerate(named)}
     row = msgspec.defstruct("Row", fields, rename=rename, gc=False)
     return msgspec.json.Decoder(row)
+
+
+#: Characters msgspec refuses in a field name.
+_UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')
 
 
 def _is_number(v: Any) -> bool:
@@ -348,6 +393,12 @@ def _check_for(t: pa.DataType) -> Callable[[Any], bool]:
     if kind == pl.Float64:
         return _is_number
     return lambda v: True
+
+
+def _type_error(name: str, kind: Any, value: Any) -> str:
+    if kind == pl.Int64 and type(value) is int:
+        return f"column '{name}': integer {value} does not fit in int64"
+    return f"column '{name}': expected {_describe(kind)}, got {_json_type(value)} {_short(value)}"
 
 
 def _json_type(v: Any) -> str:
@@ -378,15 +429,18 @@ def infer_schema(chunk: bytes, max_lines: int = INFER_LINES) -> pa.Schema:
 
     Columns appear in first-seen order. Majority rules, so a few bad values do
     not change a column's type: numeric when more than half of the non-null
-    values are numbers (float64 if any has a fraction or overflows int64, else
-    int64), boolean when more than half are booleans, else string.
+    values are numbers (float64 if any has a fraction or an exponent, else int64:
+    integers beyond int64 are then dead letters, never rounded to floats),
+    boolean when more than half are booleans, else string. Lines that are not
+    JSON objects (or too deep to decode here) take no part, nor do keys holding
+    a NUL character (polars cannot name a column so).
     """
     rows = _sample(chunk, max_lines)
-    names = dict.fromkeys(name for row in rows for name in row)
+    names = dict.fromkeys(name for row in rows for name in row if "\x00" not in name)
     fields = []
     for name in names:
         kinds = Counter(map(type, (row.get(name) for row in rows)))
-        fields.append((name, _majority(kinds, rows, name)))
+        fields.append((name, _majority(kinds)))
     return pa.schema(fields)
 
 
@@ -401,7 +455,7 @@ def _sample(chunk: bytes, max_lines: int) -> list[dict[str, Any]]:
     head = chunk[:end]
     try:
         rows = msgspec.json.Decoder().decode_lines(head)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         rows = [_try_decode(line) for line in head.split(b"\n")]
     return [r for r in rows if isinstance(r, dict)]
 
@@ -409,25 +463,18 @@ def _sample(chunk: bytes, max_lines: int) -> list[dict[str, Any]]:
 def _try_decode(line: bytes) -> Any:
     try:
         return msgspec.json.decode(line) if line.strip() else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
-def _majority(kinds: Counter[type], rows: list[dict[str, Any]], name: str) -> pa.DataType:
+def _majority(kinds: Counter[type]) -> pa.DataType:
     total = sum(n for kind, n in kinds.items() if kind is not type(None))
     numbers = kinds[int] + kinds[float]
     if total and numbers * 2 > total:
-        if kinds[float] or not _ints_fit(row.get(name) for row in rows):
-            return pa.float64()
-        return pa.int64()
+        return pa.float64() if kinds[float] else pa.int64()
     if total and kinds[bool] * 2 > total:
         return pa.bool_()
     return pa.string()
-
-
-def _ints_fit(values: Iterable[Any]) -> bool:
-    ints = [v for v in values if type(v) is int]
-    return not ints or (min(ints) >= _INT64_MIN and max(ints) <= _INT64_MAX)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -467,6 +514,8 @@ def encode_lines(batch: pa.RecordBatch) -> bytes:
     """
     if batch.num_rows == 0:
         return b""
+    if batch.num_columns == 0:  # rows of an input whose sample had no good line
+        return b"{}\n" * batch.num_rows
     batch = jsonable(batch)
     try:
         buffer = io.BytesIO()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,122 @@ def _require_client() -> Any:
     if ck is None:
         raise ConnectorError("Kafka needs confluent-kafka: pip install 'flowsql[kafka]'")
     return ck
+
+
+# -- clients -----------------------------------------------------------------
+#
+# A client that cannot be built, or a cluster that cannot be reached, is a
+# ConfigError / ConnectorError (a user's mistake, never a traceback), and a
+# failure leaves no client behind: consumers and producers are closed, admin
+# clients dropped before the error is raised (a traceback would keep them, and
+# their librdkafka threads and sockets, alive until the garbage collector runs).
+
+#: Seconds to wait for a cluster's metadata before it counts as unreachable.
+METADATA_TIMEOUT_S = 5.0
+#: Seconds between two looks at the client's errors while metadata is awaited.
+METADATA_STEP_S = 0.25
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
+_PROPERTY = re.compile(r'property:? "([^"]+)"')
+
+
+class ClientErrors:
+    """A client's ``error_cb``: keeps the most telling error, and whether the
+    client gave up on the cluster (every broker down, authentication failed, a
+    fatal error), so a wait for metadata ends at once instead of at its timeout."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.hopeless = False
+
+    def __call__(self, err: Any) -> None:
+        down = err.code() == ck.KafkaError._ALL_BROKERS_DOWN
+        if not down or self.last is None:  # "1/1 brokers are down" says less than why
+            self.last = err.str()
+        if down or err.code() == ck.KafkaError._AUTHENTICATION or err.fatal():
+            self.hopeless = True
+
+
+def new_client(kind: str, conf: Mapping[str, Any], stream: str = "") -> Any:
+    """A confluent-kafka client: ``kind`` is "consumer", "producer" or "admin".
+
+    Args:
+        conf: librdkafka settings.
+        stream: the WITH stream whose ``'<stream>.properties.*'`` ``conf`` holds
+            (named in errors).
+
+    Raises:
+        ConfigError: librdkafka refused a setting (an unknown property, a bad
+            value, an unsupported ``sasl.mechanism``); names the WITH key.
+        ConnectorError: librdkafka refused the settings for another reason.
+    """
+    client = _require_client()
+    makers = {
+        "consumer": client.Consumer,
+        "producer": client.Producer,
+        "admin": client.admin.AdminClient,
+    }
+    try:
+        return makers[kind](dict(conf))
+    except client.KafkaException as exc:
+        reason = _reason(exc).removeprefix(f"Failed to create {kind}: ")
+    raise _refused_setting(reason, conf, stream, kind)
+
+
+def _reason(exc: BaseException) -> str:
+    err = exc.args[0] if exc.args else None
+    return str(err.str()) if isinstance(err, ck.KafkaError) else str(exc)
+
+
+def _refused_setting(
+    reason: str, conf: Mapping[str, Any], stream: str, kind: str
+) -> ConfigError | ConnectorError:
+    prefix = f"{stream}.properties" if stream else "properties"
+    match = _PROPERTY.search(reason)
+    if match:
+        name = match.group(1)
+        allowed = f"a setting the Kafka {kind} accepts ({reason})"
+        return ConfigError(f"{prefix}.{name}", conf.get(name), allowed)
+    if "SASL mechanism" in reason:
+        name = "sasl.mechanism" if "sasl.mechanism" in conf else "sasl.mechanisms"
+        allowed = f"{', '.join(SASL_MECHANISMS)} ({reason})"
+        return ConfigError(f"{prefix}.{name}", conf.get(name), allowed)
+    return ConnectorError(f"the Kafka {kind} refused its settings ('{prefix}.*'): {reason}")
+
+
+def fetch_metadata(
+    client: Any, errors: ClientErrors, topic: str | None = None, timeout: float = METADATA_TIMEOUT_S
+) -> tuple[Any, str | None]:
+    """``(metadata, None)`` of the cluster (of ``topic`` only, when given), or
+    ``(None, why)`` after ``timeout`` s, or sooner once ``errors`` (the client's
+    ``error_cb``) says the cluster cannot be reached. Never raises, so no
+    traceback holds on to ``client``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        step = max(0.01, min(METADATA_STEP_S, deadline - time.monotonic()))
+        try:
+            return client.list_topics(topic, timeout=step), None
+        except ck.KafkaException as exc:
+            why = _reason(exc)
+        client.poll(0)  # serves error_cb
+        if errors.hopeless or time.monotonic() >= deadline:
+            return None, errors.last or why
+
+
+def unreachable(bootstrap: str, why: str | None) -> ConnectorError:
+    """The error of a cluster that did not answer."""
+    return ConnectorError(f"Kafka cluster at {bootstrap} cannot be reached: {why}")
+
+
+def close_producer(producer: Any, timeout: float) -> int:
+    """Wait up to ``timeout`` s for ``producer``'s messages, drop the rest and
+    destroy it (its librdkafka threads and sockets end). Returns the messages dropped."""
+    left = int(producer.flush(timeout))
+    if left:
+        producer.purge()
+    close = getattr(producer, "close", None)  # older confluent-kafka: destroyed when unreferenced
+    if close is not None:
+        close()
+    return left
 
 
 # -- settings ----------------------------------------------------------------
@@ -442,11 +559,29 @@ def end_of_partition(events: list[Any], topic: str) -> list[int]:
 # -- admin -------------------------------------------------------------------
 
 
-def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int]:
-    """Partition ids of ``topic``; raises ConnectorError when it does not exist."""
-    client = _require_client()
-    admin = client.admin.AdminClient(admin_config(bootstrap))
-    md = admin.list_topics(topic, timeout=timeout)
+def topic_partitions(
+    bootstrap: str,
+    topic: str,
+    timeout: float = METADATA_TIMEOUT_S,
+    *,
+    client: Any = None,
+    errors: ClientErrors | None = None,
+) -> list[int]:
+    """Partition ids of ``topic``, asked through ``client`` (a consumer not yet
+    subscribed nor assigned asks with its own security settings; ``errors`` is
+    its ``error_cb``), else through a short-lived admin client.
+
+    Raises:
+        ConnectorError: the topic does not exist, or the cluster did not answer
+            within ``timeout`` s (at once when every broker refused the connection).
+    """
+    if client is None:
+        errors = ClientErrors()
+        client = new_client("admin", {**admin_config(bootstrap), "error_cb": errors})
+    md, why = fetch_metadata(client, errors or ClientErrors(), topic, timeout)
+    client = None  # an admin client ends here, not when a traceback lets go of it
+    if md is None:
+        raise unreachable(bootstrap, why)
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None or not meta.partitions:
         raise ConnectorError(f"Kafka topic {topic!r} not found on {bootstrap}")
@@ -454,18 +589,31 @@ def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout: float = 10.0) -> None:
-    """Create ``topic`` when it does not exist (an existing topic is left as it is)."""
-    client = _require_client()
-    admin = client.admin.AdminClient(admin_config(bootstrap))
-    if topic in admin.list_topics(timeout=timeout).topics:
-        return
-    futures = admin.create_topics([client.admin.NewTopic(topic, partitions, 1)])
+    """Create ``topic`` when it does not exist (an existing topic is left as it is).
+
+    Raises:
+        ConnectorError: the cluster cannot be reached, or refused to create it.
+    """
+    errors = ClientErrors()
+    admin = new_client("admin", {**admin_config(bootstrap), "error_cb": errors})
+    md, why = fetch_metadata(admin, errors, None, min(timeout, METADATA_TIMEOUT_S))
+    failure = unreachable(bootstrap, why) if md is None else None
+    if md is not None and topic not in md.topics:
+        failure = _create_topic(admin, topic, partitions, timeout)
+    admin = None  # ends here, not when a traceback lets go of it
+    if failure is not None:
+        raise failure
+
+
+def _create_topic(admin: Any, topic: str, partitions: int, timeout: float) -> ConnectorError | None:
+    futures = admin.create_topics([ck.admin.NewTopic(topic, partitions, 1)])
     for fut in futures.values():
         try:
             fut.result(timeout)
-        except client.KafkaException as exc:
-            if exc.args[0].code() != client.KafkaError.TOPIC_ALREADY_EXISTS:
-                raise ConnectorError(f"cannot create topic {topic!r}: {exc}") from exc
+        except ck.KafkaException as exc:
+            if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                return ConnectorError(f"cannot create topic {topic!r}: {_reason(exc)}")
+    return None
 
 
 # -- source ------------------------------------------------------------------
@@ -537,23 +685,31 @@ class KafkaSource:
     """
 
     def __init__(self, spec: TopicSpec, dead_letters: DeadLetterSink | None = None) -> None:
-        client = _require_client()
         self.spec = spec
         self.name = spec.name
         self.dead_lettered = 0
         self.records = 0
         self.dead_letters = dead_letters
         self.deserializer = spec.deserializer()
-        self.consumer = client.Consumer(consumer_config(spec))
+        self.errors = ClientErrors()
+        conf = {**consumer_config(spec), "error_cb": self.errors}
+        self.consumer = new_client("consumer", conf, spec.name)
         self._closed = False
         self._bound: EndTracker | None = None
-        if spec.bounded:
-            self._assign_bounded()
-        else:
-            self.consumer.subscribe([spec.topic])
+        try:
+            if spec.bounded:
+                self._assign_bounded()
+            else:
+                self.consumer.subscribe([spec.topic])
+        except BaseException:
+            self.close()
+            raise
 
     def _assign_bounded(self) -> None:
-        parts = topic_partitions(self.spec.bootstrap, self.spec.topic)
+        spec = self.spec
+        parts = topic_partitions(
+            spec.bootstrap, spec.topic, client=self.consumer, errors=self.errors
+        )
         start = start_offsets(self.consumer, self.spec, parts)
         self._bound = EndTracker(self.consumer, self.spec.topic, parts)
         self.consumer.assign(start)
@@ -604,15 +760,15 @@ class KafkaSink:
         key_columns: Sequence[str] = (),
         producer: Any | None = None,
     ) -> None:
-        client = _require_client()
         self.spec = spec
         self.topic = spec.topic
         self.key_columns = tuple(key_columns)
         self.serializer = spec.serializer()
         self._own = producer is None
+        self._closed = False
         self.failures = DeliveryFailures()
-        self.producer = producer or client.Producer(
-            producer_config(spec.bootstrap, spec.client, self.failures)
+        self.producer = producer or new_client(
+            "producer", producer_config(spec.bootstrap, spec.client, self.failures), spec.name
         )
         self.records_out = 0
 
@@ -632,8 +788,14 @@ class KafkaSink:
         self.failures.check(repr(self.topic))
 
     def close(self) -> None:
-        if self._own:
+        """Flush, and destroy the producer if the sink made it."""
+        if not self._own or self._closed:
+            return
+        self._closed = True
+        try:
             self.flush()
+        finally:
+            close_producer(self.producer, 0)
 
 
 def produce_all(
@@ -736,12 +898,14 @@ class KafkaDeadLetters:
     (``flowsql.error``, ``flowsql.source``, ``flowsql.position``, ``flowsql.operator``)."""
 
     def __init__(self, bootstrap: str, topic: str, producer: Any | None = None) -> None:
-        client = _require_client()
         self.topic = topic
         self.count = 0
         self._own = producer is None
+        self._closed = False
         self.failures = DeliveryFailures()
-        self.producer = producer or client.Producer(producer_config(bootstrap, None, self.failures))
+        self.producer = producer or new_client(
+            "producer", producer_config(bootstrap, None, self.failures)
+        )
 
     def write(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -762,8 +926,14 @@ class KafkaDeadLetters:
         self.failures.check(f"dead-letter topic {self.topic!r}")
 
     def close(self) -> None:
-        if self._own:
+        """Flush, and destroy the producer if this sink made it."""
+        if not self._own or self._closed:
+            return
+        self._closed = True
+        try:
             self.flush()
+        finally:
+            close_producer(self.producer, 0)
 
 
 def dead_letters_from_properties(

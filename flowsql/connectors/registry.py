@@ -28,6 +28,7 @@ from rich.console import Console
 from flowsql.connectors.base import Sink, Source
 from flowsql.connectors.files import format_of, open_sink, open_source
 from flowsql.connectors.generator import KINDS, make_generator
+from flowsql.connectors.paths import Roots
 from flowsql.connectors.stdout import StdoutJsonlSink, TableSink
 from flowsql.errors import ConfigError, ConnectorError
 from flowsql.plan.nodes import Statement
@@ -63,6 +64,7 @@ def sources_for(
     dead_letters: DeadLetterSink | None = None,
     batch_size: int = 10_000,
     base_dir: str | Path | None = None,
+    roots: Roots = None,
 ) -> dict[str, Source]:
     """One source per FROM name of ``statement``.
 
@@ -73,6 +75,8 @@ def sources_for(
         batch_size: rows per batch.
         base_dir: also tried for relative paths not found from the working
             directory (the SQL file's folder).
+        roots: directories file sources must be in each time they open their
+            file (the job server's ``server.file_roots``); None = anywhere.
 
     Raises:
         ConnectorError: an input bound nowhere, or a path that does not exist.
@@ -85,7 +89,9 @@ def sources_for(
             spec = cli_inputs[name]
             sources[name] = _cli_source(name, spec, dead_letters, batch_size, base_dir)
         else:
-            sources[name] = _declared_source(statement, name, dead_letters, batch_size, base_dir)
+            sources[name] = _declared_source(
+                statement, name, dead_letters, batch_size, base_dir, roots
+            )
     return sources
 
 
@@ -119,6 +125,7 @@ def _declared_source(
     dead_letters: DeadLetterSink | None,
     batch_size: int,
     base_dir: str | Path | None,
+    roots: Roots = None,
 ) -> Source:
     props = statement.properties
     kind = props.get(f"{name}.type") or ("file_source" if f"{name}.path" in props else None)
@@ -138,6 +145,7 @@ def _declared_source(
             format=props.get(f"{name}.format"),
             dead_letters=dead_letters,
             batch_size=batch_size,
+            roots=roots,
             **options,
         )
     if kind == "generator":
@@ -198,13 +206,17 @@ def sink_for(
     *,
     console: Console | None = None,
     atomic: bool = True,
+    roots: Roots = None,
 ) -> Sink:
     """Where ``statement``'s results go.
 
     ``output`` (``--output``) wins: a file path (format by extension, else
     ``'<stream>.format'``) or ``-`` for JSON lines on stdout. Else the sink
     declared for the stream in WITH, else a table on the console. File sinks
-    are ``atomic`` by default: the file appears when the job closes it.
+    are ``atomic`` by default: the file appears when the job closes it. A file
+    sink never takes a name Python or a shell could run, and with ``roots`` it
+    is checked against them when it opens its file
+    (:mod:`flowsql.connectors.paths`).
     """
     props = statement.properties
     stream = sink_stream(statement)
@@ -212,7 +224,7 @@ def sink_for(
         if str(output) == "-":
             return StdoutJsonlSink()
         fmt = _output_format(output, props.get(f"{stream}.format"))
-        return open_sink(output, format=fmt, atomic=atomic)
+        return open_sink(output, format=fmt, atomic=atomic, key="--output", roots=roots)
     kind = props.get(f"{stream}.type")
     if kind is None or kind == "stdout":
         return TableSink(console, title=statement.name if statement.kind != "select" else "")
@@ -221,7 +233,11 @@ def sink_for(
         if not path:
             raise ConfigError(f"{stream}.path", None, "the path of the output file")
         return open_sink(
-            Path(path).expanduser(), format=props.get(f"{stream}.format"), atomic=atomic
+            Path(path).expanduser(),
+            format=props.get(f"{stream}.format"),
+            atomic=atomic,
+            key=f"{stream}.path",
+            roots=roots,
         )
     if kind == "kafka_sink":
         from flowsql.connectors.kafka import kafka_sink_from_properties, output_key_columns

@@ -2,8 +2,8 @@
 
 Shows the plan tree (one node per line, expressions rendered back to SQL),
 the event-time column, the window, the emit mode, the routing key and whether
-the query can be hash-partitioned, and why. Secret-looking properties are
-masked.
+the query can be hash-partitioned, and why. Secrets are masked by the rule
+of :mod:`flowsql.redaction` (the same as the job server's status).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from flowsql.plan import nodes as n
 from flowsql.plan.expr import AggCall, Call, Case, Cast, Col, Expr, Lit, WinCall
 from flowsql.plan.routing import event_time_column, routing
 from flowsql.records import TIMESTAMP
+from flowsql.redaction import redact_properties, redact_text, secret_values
 
 _INFIX: dict[str, str] = {
     "add": "+",
@@ -33,7 +34,6 @@ _INFIX: dict[str, str] = {
     "like": "LIKE",
     "not_like": "NOT LIKE",
 }
-_SECRET_WORDS = ("password", "secret", "token", "jaas", "api.key", "apikey", "credential")
 _EMIT_MEANING = {
     "final": "one row per group (and window) when it closes / at end of input",
     "changes": "after each batch, the current row of every group that changed",
@@ -54,14 +54,14 @@ def explain(statement: n.Statement) -> str:
     )
     lines.append(f"from a JSON lines file (V2): workers read chunks; {_split_reason(statement)}")
     if statement.properties:
-        lines.append(
-            "properties: " + ", ".join(_prop(k, v) for k, v in statement.properties.items())
-        )
+        lines.append("properties: " + _listing(redact_properties(statement.properties)))
     if statement.annotations:
-        lines.append(
-            "annotations: " + ", ".join(f"{k} = {v}" for k, v in statement.annotations.items())
-        )
-    return "\n".join(lines)
+        lines.append("annotations: " + _listing(redact_properties(statement.annotations)))
+    return redact_text("\n".join(lines), secret_values(statement.properties))
+
+
+def _listing(properties: dict[str, str]) -> str:
+    return ", ".join(f"{key} = {value}" for key, value in properties.items())
 
 
 def _split_reason(statement: n.Statement) -> str:
@@ -107,11 +107,6 @@ def _partitioning(strategy: str, keys: tuple[str, ...]) -> str:
     if strategy == "two_phase":
         return "partitioned in two phases (partial aggregates merged)"
     return "not partitioned (single partition)"
-
-
-def _prop(key: str, value: str) -> str:
-    secret = any(word in key.lower() for word in _SECRET_WORDS)
-    return f"{key} = {'****' if secret else value}"
 
 
 # -- nodes ---------------------------------------------------------------------------

@@ -14,10 +14,15 @@
 ``GET /config`` / ``PUT /config/processor``  the server default processor
 =========================================  =============================================
 
-Security (DESIGN §8): when a token is configured every request but ``/health``
-needs ``Authorization: Bearer <token>``, checked before anything else runs, so
-a refused request changes nothing. ``serve`` refuses to listen on a
-non-loopback address without a token.
+Security (DESIGN §8): :class:`RequestGuard` checks every request before the app
+sees it, so a refused request changes nothing: the ``Host`` must be this server
+(DNS rebinding), a web page of another origin is refused, with a token every
+request but ``/health`` needs ``Authorization: Bearer <token>``, a request that
+changes something must carry ``Content-Type: application/json`` or
+``X-FlowSQL-Request: 1`` (which no HTML form or "simple" cross-origin request can
+send), and a body over :data:`MAX_SQL_BYTES` is refused while it streams in.
+``serve`` refuses to listen on a non-loopback address without a token, and a
+token shorter than 16 characters.
 """
 
 from __future__ import annotations
@@ -25,33 +30,46 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowsql.errors import ConfigError, ExecutionError, FlowSQLError, PlanError, SqlSyntaxError
 from flowsql.server import metrics
 from flowsql.server.config import (
+    CLIENT_HEADER,
+    LOOPBACK_HOSTS,
     TOKEN_ENV,
     FileAccessError,
     Redactor,
     ServerSettings,
+    check_token,
+    is_loopback,
     is_secret_key,
+    parse_authority,
 )
 from flowsql.server.jobserver import JobConflictError, StreamJobServer, UnknownJobError
 
 log = logging.getLogger(__name__)
 
-#: Largest SQL body accepted by ``POST /jobs``.
+#: Largest request body accepted (the SQL of ``POST /jobs``).
 MAX_SQL_BYTES = 1 << 20
+#: Paths served without the API token.
 OPEN_PATHS = frozenset({"/health"})
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: ``Sec-Fetch-Site`` values of a request that no other site's page started.
+OWN_FETCH_SITES = frozenset({"same-origin", "none"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ProcessorRequest(BaseModel):
@@ -69,6 +87,9 @@ def create_app(server: StreamJobServer, *, token: str | None = None) -> FastAPI:
     Args:
         server: the job server; shut down with the app.
         token: API token; when set every request but ``/health`` must carry it.
+
+    Raises:
+        ConfigError: a token shorter than 16 characters.
     """
 
     @asynccontextmanager
@@ -76,11 +97,11 @@ def create_app(server: StreamJobServer, *, token: str | None = None) -> FastAPI:
         yield
         server.shutdown()
 
+    check_token(token)
     app = FastAPI(title="flowsql job server", lifespan=lifespan)
     app.state.server = server
     app.state.registry = metrics.server_registry(server)
-    if token:
-        app.middleware("http")(_bearer_check(token))
+    app.add_middleware(RequestGuard, settings=server.settings, token=token)
     _add_error_handlers(app)
     _add_routes(app, server)
     return app
@@ -88,33 +109,188 @@ def create_app(server: StreamJobServer, *, token: str | None = None) -> FastAPI:
 
 # -- security ------------------------------------------------------------------------------
 
-Handler = Callable[[Request], Awaitable[Response]]
 
+class RequestGuard:
+    """Pure ASGI middleware: the checks every request passes before the app sees it.
 
-def _bearer_check(token: str) -> Callable[[Request, Handler], Awaitable[Response]]:
-    expected = f"Bearer {token}".encode()
+    In this order; the first that fails answers, closes the connection and
+    nothing else runs:
 
-    async def check(request: Request, call_next: Handler) -> Response:
-        if request.url.path in OPEN_PATHS:
-            return await call_next(request)
-        given = request.headers.get("authorization", "").encode()
-        if not secrets.compare_digest(given, expected):
-            return JSONResponse(
-                {"error": "missing or wrong API token (Authorization: Bearer <token>)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+    1. ``Host`` names this server (else 421, DNS rebinding): the bound host or the
+       local address of the connection — or any loopback name when either is
+       loopback — on the listening port, or an entry of ``server.allowed_hosts``.
+    2. No web page of another origin started it (else 403): ``Origin``, when sent,
+       is the server's own, and ``Sec-Fetch-Site``, when sent, is ``same-origin``
+       or ``none``.
+    3. With a token, every path but ``/health`` carries ``Authorization: Bearer
+       <token>`` (else 401).
+    4. POST, PUT, PATCH and DELETE carry ``Content-Type: application/json`` or
+       ``X-FlowSQL-Request: 1`` (else 403), which no form can send.
+    5. A body over :data:`MAX_SQL_BYTES` is refused with 413 from its
+       ``Content-Length``, or as soon as the bytes received pass the limit:
+       never buffered.
+
+    Args:
+        app: the app behind the guard.
+        settings: the server's host, port and ``allowed_hosts``.
+        token: the API token, if any.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: ServerSettings, token: str | None) -> None:
+        self.app = app
+        self.settings = settings
+        self.bearer = f"Bearer {token}".encode() if token else None
+        self.allowed = [a for e in settings.allowed_hosts if (a := parse_authority(e)) is not None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal(scope, Headers(scope=scope))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._limit_body(scope, receive, send)
+
+    def refusal(self, scope: Scope, headers: Headers) -> Response | None:
+        """The answer to a request refused by checks 1-4 or by its ``Content-Length``."""
+        host = parse_authority(headers.get("host", ""))
+        if host is None or not self._names_this_server(host, scope):
+            return _refused(
+                421,
+                f"Host {headers.get('host', '')!r} is not this server (DNS rebinding?);"
+                " add it to server.allowed_hosts if clients use that name",
             )
-        return await call_next(request)
+        cross = _cross_origin(headers, host)
+        if cross is not None:
+            return _refused(403, f"cross-origin request refused ({cross})")
+        if not self._authorized(scope, headers):
+            return _refused(
+                401,
+                "missing or wrong API token (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if scope["method"] in STATE_CHANGING and not _from_a_program(headers):
+            return _refused(
+                403,
+                f"{scope['method']} needs Content-Type: application/json"
+                f" or the header {CLIENT_HEADER}: 1",
+            )
+        return _too_large(headers.get("content-length"))
 
-    return check
+    def _names_this_server(self, host: tuple[str, int | None], scope: Scope) -> bool:
+        name, port = host
+        port = DEFAULT_PORTS.get(scope.get("scheme", "http"), 80) if port is None else port
+        local_host, local_port = _local_address(scope, self.settings)
+        names = {local_host.lower(), self.settings.host.lower()} - {"0.0.0.0", "::"}
+        if is_loopback(local_host) or self.settings.is_loopback:
+            names |= LOOPBACK_HOSTS
+        if name in names and port == local_port:
+            return True
+        return (name, None) in self.allowed or (name, port) in self.allowed
+
+    def _authorized(self, scope: Scope, headers: Headers) -> bool:
+        if self.bearer is None or scope["path"] in OPEN_PATHS:
+            return True
+        given = headers.get("authorization", "").encode("latin-1")
+        return secrets.compare_digest(given, self.bearer)
+
+    async def _limit_body(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; answer 413 and stop reading once the body passes the limit."""
+        received = 0
+        refused = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_SQL_BYTES and not refused:
+                refused = True
+                await _too_large_answer()(scope, receive, send)
+                raise _BodyTooLarge
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, counted_receive, send_unless_refused)
+
+
+class _BodyTooLarge(Exception):
+    """Unwinds the app once the 413 answer is sent."""
+
+
+def _local_address(scope: Scope, settings: ServerSettings) -> tuple[str, int]:
+    """The address the connection reached (the real port when bound to port 0)."""
+    server = scope.get("server")
+    if server and server[1] is not None:
+        return str(server[0]), int(server[1])
+    return settings.host, settings.port
+
+
+def _cross_origin(headers: Headers, host: tuple[str, int | None]) -> str | None:
+    """Why a web page of another origin sent the request, or None."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site.lower() not in OWN_FETCH_SITES:
+        return f"Sec-Fetch-Site: {site}"
+    origin = headers.get("origin")
+    if origin is not None and not _is_origin_of(origin, host):
+        return f"Origin: {origin}"
+    return None
+
+
+def _is_origin_of(origin: str, host: tuple[str, int | None]) -> bool:
+    """True when ``origin`` (``scheme://host[:port]``) is the one the ``Host`` names."""
+    parts = urlsplit(origin.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    default = DEFAULT_PORTS.get(parts.scheme)
+    if default is None or not parts.hostname or parts.path or parts.username:
+        return False
+    name, host_port = host
+    same_port = (default if port is None else port) == (default if host_port is None else host_port)
+    return parts.hostname.rstrip(".") == name and same_port
+
+
+def _from_a_program(headers: Headers) -> bool:
+    return headers.get(CLIENT_HEADER) == "1" or _is_json(headers)
+
+
+def _is_json(headers: Headers) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+def _too_large(content_length: str | None) -> Response | None:
+    if content_length is None:
+        return None
+    if content_length.strip().isdigit() and int(content_length) <= MAX_SQL_BYTES:
+        return None
+    return _too_large_answer()
+
+
+def _too_large_answer() -> Response:
+    return _refused(413, f"request body over {MAX_SQL_BYTES} bytes (the largest SQL accepted)")
+
+
+def _refused(status: int, error: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON refusal that also closes the connection, so an unread body is never read."""
+    return JSONResponse(
+        {"error": error}, status_code=status, headers={"Connection": "close", **(headers or {})}
+    )
 
 
 def check_binding(settings: ServerSettings, token: str | None) -> None:
-    """Refuse to listen beyond this machine without a token.
+    """Refuse to listen beyond this machine without a token, and a weak token.
 
     Raises:
-        ConfigError: ``server.host`` is not a loopback address and no token is set.
+        ConfigError: ``server.host`` is not a loopback address and no token is set,
+            or the token is shorter than 16 characters.
     """
+    check_token(token)
     if not settings.is_loopback and not token:
         raise ConfigError(
             "server.host",
@@ -142,19 +318,13 @@ def _status_code(exc: FlowSQLError) -> int:
 
 def _flowsql_error(request: Request, exc: FlowSQLError) -> JSONResponse:
     redactor: Redactor = getattr(request.state, "redactor", None) or Redactor()
-    body: dict[str, Any] = {"error": redactor.text(_message(exc))}
+    body: dict[str, Any] = {"error": redactor.error(exc)}
     if isinstance(exc, SqlSyntaxError | PlanError):
-        body.update(line=exc.line, column=exc.column, hint=exc.hint or None)
+        body.update(line=exc.line, column=exc.column, hint=redactor.text(exc.hint) or None)
     if isinstance(exc, ConfigError):
         value = "****" if is_secret_key(exc.key) else redactor.text(str(exc.value))
-        body.update(key=exc.key, value=value, allowed=exc.allowed)
+        body.update(key=exc.key, value=value, allowed=redactor.text(exc.allowed))
     return JSONResponse(body, status_code=_status_code(exc))
-
-
-def _message(exc: FlowSQLError) -> str:
-    if isinstance(exc, ConfigError) and is_secret_key(exc.key):
-        return f"invalid value for '{exc.key}': allowed {exc.allowed}"
-    return str(exc)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -234,11 +404,9 @@ def _add_control_routes(app: FastAPI, server: StreamJobServer) -> None:
 
 
 async def _sql_body(request: Request) -> str:
-    raw = await request.body()
-    if len(raw) > MAX_SQL_BYTES:
-        raise ConfigError("body", f"{len(raw)} bytes", f"SQL up to {MAX_SQL_BYTES} bytes")
-    text = raw.decode("utf-8", errors="replace")
-    if "json" not in request.headers.get("content-type", ""):
+    """SQL text, or the ``sql`` of a JSON body (:class:`RequestGuard` bounds its size)."""
+    text = (await request.body()).decode("utf-8", errors="replace")
+    if not _is_json(request.headers):
         return text
     try:
         data = json.loads(text)

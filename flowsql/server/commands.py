@@ -2,7 +2,8 @@
 ``stop``, ``pause``, ``resume`` and ``switch`` talk to it over HTTP.
 
 The client commands reach ``--server`` (default ``$FLOWSQL_SERVER_URL``, else
-http://127.0.0.1:8080) and send ``$FLOWSQL_API_TOKEN`` as a Bearer token when set.
+http://127.0.0.1:8080), send ``$FLOWSQL_API_TOKEN`` as a Bearer token when set, and
+``X-FlowSQL-Request: 1`` (the server refuses changes without it or a JSON body).
 Exit codes: 0 success; 1 the server refused the request or cannot be reached;
 2 a bad option or an unreadable file.
 """
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flowsql.errors import ConfigError
-from flowsql.server.config import TOKEN_ENV
+from flowsql.server.config import CLIENT_HEADER, TOKEN_ENV
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "FLOWSQL_SERVER_URL"
@@ -69,6 +70,7 @@ def server(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the job server (REST API) until interrupted."""
+    from flowsql.redaction import install_log_redaction
     from flowsql.server.api import serve
     from flowsql.server.config import load_settings
 
@@ -77,6 +79,7 @@ def server(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # secrets never reach the log, tracebacks included
     try:
         settings = load_settings(path, overrides=overrides)
         serve(settings.server, token=os.environ.get(TOKEN_ENV) or None, log_level=log_level)
@@ -181,7 +184,7 @@ def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
     """Send one request; exit with the server's error message when it refuses."""
     import httpx
 
-    headers = dict(kwargs.pop("headers", {}))
+    headers = {CLIENT_HEADER: "1", **kwargs.pop("headers", {})}
     token = os.environ.get(TOKEN_ENV)
     if token:
         headers["Authorization"] = f"Bearer {token}"

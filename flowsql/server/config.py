@@ -17,27 +17,43 @@ sets ``server.v2_config.num_partitions``. List values are JSON
 from __future__ import annotations
 
 import glob
+import ipaddress
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flowsql.errors import ConfigError
 from flowsql.plan.nodes import Statement
+from flowsql.redaction import is_secret_key as is_secret_key  # the API's error handler uses it
+from flowsql.redaction import (
+    redact_error,
+    redact_properties,
+    redact_text,
+    register_secrets,
+    secret_values,
+    values_in_text,
+)
 
 ENV_PREFIX = "FLOWSQL_"
 ENV_SEPARATOR = "__"
 #: Environment variable holding the API token (never read from the YAML file).
 TOKEN_ENV = "FLOWSQL_API_TOKEN"
+#: Shortest API token accepted.
+MIN_TOKEN_CHARS = 16
+#: Header that marks an API request as sent by a program, not a web page: a browser
+#: sends it cross-origin only after a CORS preflight, which the server never grants.
+CLIENT_HEADER = "X-FlowSQL-Request"
 
 ProcessorVersion = Literal["v1", "v2"]
 PROCESSOR_VERSIONS: tuple[str, ...] = ("v1", "v2")
+#: Host names that mean this machine; ``localhost`` is the only name (never resolved).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -67,6 +83,7 @@ class ServerSettings(_Strict):
     batch_size: int = Field(default=10_000, ge=1, le=10_000_000)
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
+    allowed_hosts: tuple[str, ...] = ()
     file_roots: tuple[Path, ...] = ()
     checkpoint_dir: Path | None = None
     stop_timeout_s: float = Field(default=10.0, gt=0)
@@ -77,15 +94,66 @@ class ServerSettings(_Strict):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("file_roots", mode="before")
+    @field_validator("file_roots", "allowed_hosts", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return [value] if isinstance(value, str | Path) else value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _authorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if parse_authority(entry) is None:
+                raise ValueError(f"not a host or host:port: {entry!r}")
+        return tuple(entry.strip().lower() for entry in value)
+
     @property
     def is_loopback(self) -> bool:
         """True when the API listens on this machine only."""
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback IP address (``127.0.0.0/8``, ``::1``) or the name ``localhost``.
+
+    Other names are never resolved: ``127.attacker.example`` is not loopback.
+    """
+    name = host.strip().lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_authority(value: str) -> tuple[str, int | None] | None:
+    """``"Host:8080"`` -> ``("host", 8080)``, ``"[::1]"`` -> ``("::1", None)``; None if malformed.
+
+    The form of a ``Host`` header and of a ``server.allowed_hosts`` entry.
+    """
+    text = value.strip()
+    if not text or any(c in text for c in "/\\?#@ \t"):
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        port = parts.port
+    except ValueError:
+        return None
+    host = (parts.hostname or "").rstrip(".")
+    return (host, port) if host else None
+
+
+def check_token(token: str | None) -> None:
+    """Refuse an API token that is guessable or cannot be sent in a header.
+
+    Raises:
+        ConfigError: shorter than :data:`MIN_TOKEN_CHARS`, or not printable ASCII without spaces.
+    """
+    if token is None:
+        return
+    if len(token) < MIN_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
+        raise ConfigError(TOKEN_ENV, f"a token of {len(token)} characters", ALLOWED[TOKEN_ENV])
 
 
 class Settings(_Strict):
@@ -101,10 +169,12 @@ ALLOWED: dict[str, str] = {
     "server.batch_size": "an integer from 1 to 10000000",
     "server.host": "an IP address or host name (non-loopback needs FLOWSQL_API_TOKEN)",
     "server.port": "an integer from 0 to 65535",
+    "server.allowed_hosts": "a list of host names or host:port (the Host headers to accept)",
     "server.file_roots": "a list of directories",
     "server.checkpoint_dir": "a directory path",
     "server.stop_timeout_s": "seconds > 0",
     "server.switch_timeout_s": "seconds > 0",
+    TOKEN_ENV: f"at least {MIN_TOKEN_CHARS} printable ASCII characters without spaces",
 }
 
 
@@ -156,15 +226,20 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+#: List-valued keys and the separator of their plain (not JSON) environment form.
+_LIST_SEPARATORS = {"file_roots": os.pathsep, "allowed_hosts": ","}
+
+
 def _env_value(key: str, raw: str) -> Any:
-    if key != "file_roots":
+    separator = _LIST_SEPARATORS.get(key)
+    if separator is None:
         return raw
     if raw.strip().startswith("["):
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
-            raise ConfigError("server.file_roots", raw, ALLOWED["server.file_roots"]) from None
-    return [part for part in raw.split(os.pathsep) if part]
+            raise ConfigError(f"server.{key}", raw, ALLOWED[f"server.{key}"]) from None
+    return [part for part in raw.split(separator) if part]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -278,62 +353,47 @@ def job_choice(statement: Statement, default: ProcessorChoice) -> ProcessorChoic
 
 # -- Security: secrets and file roots (DESIGN §8) --------------------------------------
 
-SECRET_MARKERS = ("password", "secret", "token", "sasl")
-MASK = "****"
 _GLOB_CHARS = frozenset("*?[")
 
 
-def is_secret_key(key: str) -> bool:
-    """True for property keys whose values must never be shown (``sasl.password``...)."""
-    lowered = key.lower()
-    return any(marker in lowered for marker in SECRET_MARKERS)
-
-
 class Redactor:
-    """Masks the secret property values of a job wherever the job is shown.
+    """Masks the secrets of a job wherever the job is shown (status, errors, logs).
+
+    The rule (which keys are secret, how values are found in text) is
+    :mod:`flowsql.redaction`'s; a redactor adds the values of one job and
+    registers them process-wide, so that logs mask them too.
 
     Args:
-        properties: the job's WITH properties; values of secret keys are masked
-            in properties, in the SQL text and in any message (errors, logs).
+        properties: the job's WITH properties.
+        values: more secret values (those written in SQL that did not parse).
     """
 
-    def __init__(self, properties: Mapping[str, str] | None = None) -> None:
-        props = dict(properties or {})
-        self._secret_keys = [key for key in props if is_secret_key(key)]
-        values = {str(props[key]) for key in self._secret_keys if str(props[key])}
-        self._values = sorted(values, key=len, reverse=True)
+    def __init__(
+        self, properties: Mapping[str, str] | None = None, *, values: tuple[str, ...] = ()
+    ) -> None:
+        self._values = secret_values(properties or {}) + values
+        register_secrets(self._values)
 
     @classmethod
     def from_sql(cls, sql: str) -> Redactor:
         """A redactor for the secret values written in SQL text that may not parse."""
-        found = {}
-        for i, match in enumerate(_SECRET_PROPERTY.finditer(sql)):
-            found[f"secret{i}"] = match.group(2).replace("''", "'")
-        return cls(found)
+        return cls(values=values_in_text(sql))
 
     def properties(self, properties: Mapping[str, str]) -> dict[str, str]:
-        """A copy with secret values replaced by ``****``."""
-        return {k: MASK if is_secret_key(k) else str(v) for k, v in properties.items()}
+        """A copy with the values of secret keys replaced by ``****``."""
+        return redact_properties(properties, self._values)
 
     def text(self, text: str | None) -> str | None:
-        """``text`` with every secret value replaced by ``****``."""
-        if text is None:
-            return None
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return text
+        """``text`` without secrets (None stays None)."""
+        return None if text is None else redact_text(text, self._values)
 
     def sql(self, sql: str) -> str:
-        """SQL text with the values of secret keys in ``WITH (...)`` masked."""
-        masked = _SECRET_PROPERTY.sub(lambda m: f"{m.group(1)}'{MASK}'", sql)
-        return self.text(masked) or ""
+        """SQL text with the values of secret keys masked, also unterminated ones."""
+        return redact_text(sql, self._values)
 
-
-_SECRET_PROPERTY = re.compile(
-    r"""((?:'[^']*(?:password|secret|token|sasl)[^']*'|"[^"]*(?:password|secret|token|sasl)[^"]*"|"""
-    r"""[\w.]*(?:password|secret|token|sasl)[\w.]*)\s*=\s*)'((?:[^']|'')*)'""",
-    re.IGNORECASE,
-)
+    def error(self, error: BaseException) -> str:
+        """The message of ``error`` without secrets (see :func:`~flowsql.redaction.redact_error`)."""
+        return redact_error(error, self._values)
 
 
 class FileAccessError(ConfigError):
@@ -353,7 +413,10 @@ class FileRoots:
     """The directories that file sources and sinks deployed through the API may use.
 
     Paths are resolved (``~``, ``..``, symlinks) before the check, and a glob is
-    checked both as written and for every file it matches.
+    checked both as written and for every file it matches. This check runs at
+    deploy; file sources and sinks get :attr:`roots` and check again each time
+    they open a file, without following a symlink planted after this check
+    (:mod:`flowsql.connectors.paths`).
     """
 
     def __init__(self, roots: tuple[Path, ...] | list[Path]) -> None:

@@ -21,6 +21,11 @@ Up to ``max_in_flight`` batches per partition are outstanding, so routing the
 next batch overlaps the partitions' work; outputs therefore come back from a
 later ``process_batch`` (or ``drain``/``flush``) call, always in input order.
 
+No wait on a worker is unbounded: a worker that dies is seen at once (its
+process sentinel), one that stalls with work outstanding within
+``'v2.heartbeat.timeout'`` (see ``flowsql.server.worker``); either fails the
+call with an :class:`ExecutionError` naming the partition and the pid.
+
 Queries whose routing strategy is ``single`` (LIMIT, DISTINCT, ORDER BY over
 everything, ...) run on one partition; ``two_phase`` queries (global
 aggregates) also run on one partition on this path, while ``run_splits``
@@ -61,6 +66,7 @@ from flowsql.server.worker import (
     PartitionWorker,
     Reply,
     close_all,
+    heartbeat_timeout,
     worker_env,
 )
 
@@ -99,6 +105,9 @@ class PartitionedJobCoordinator:
         dead_letters: sink for undecodable and (with the dlq strategy) late rows.
         job: name used in errors, process names and metrics.
         max_in_flight: batches a partition may have outstanding (backpressure).
+        heartbeat_timeout_s: a worker silent this long with work outstanding
+            fails the job (0: never); default: the WITH key
+            ``'v2.heartbeat.timeout'``, else 10 s.
     """
 
     processor_name = "PartitionedJobCoordinator"
@@ -113,6 +122,7 @@ class PartitionedJobCoordinator:
         dead_letters: DeadLetterSink | None = None,
         job: str | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        heartbeat_timeout_s: float | None = None,
     ) -> None:
         self.statement = statement
         self.job = job or statement.name
@@ -124,6 +134,9 @@ class PartitionedJobCoordinator:
         self.dead_letters: DeadLetterSink = dead_letters or ListDeadLetters()
         self.metrics = EngineMetrics()
         self.max_in_flight = max(1, max_in_flight)
+        if heartbeat_timeout_s is None:
+            heartbeat_timeout_s = heartbeat_timeout(statement.properties)
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         source = statement.sources[0] if statement.sources else ""
         self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
         self._stamp_prior_max = has_windowed_aggregate(statement.plan)
@@ -143,7 +156,7 @@ class PartitionedJobCoordinator:
         try:
             spec = EngineSpec(self.order.statement, self.job)
             env = worker_env(partitions)
-            self.workers = [PartitionWorker(p, spec, self.job, env) for p in range(partitions)]
+            self.workers = [self._start_worker(p, spec, env) for p in range(partitions)]
             for w in self.workers:
                 w.wait_ready()  # they start in parallel; a worker that cannot start fails here
         except BaseException:
@@ -163,11 +176,24 @@ class PartitionedJobCoordinator:
 
     @property
     def failure(self) -> ExecutionError | None:
-        """The error of a worker that died, checked without waiting (None if all live)."""
+        """The error of a worker that died or stalled, checked without waiting
+        (None while all are healthy)."""
         for w in self.workers:
-            if w.failed:
-                return w.death_error()
+            error = w.failure()
+            if error is not None:
+                return error
         return None
+
+    def check_workers(self) -> None:
+        """Fail (close every worker and raise) if a worker died or stalled."""
+        error = self.failure
+        if error is not None:
+            self._fail(error)
+
+    @property
+    def tick(self) -> float | None:
+        """Longest wait on the workers between two checks of :meth:`check_workers`."""
+        return self.workers[0].tick if self.workers else None
 
     def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         """Route one batch to the partitions; return the outputs finished so far."""
@@ -256,10 +282,13 @@ class PartitionedJobCoordinator:
         spec = EngineSpec(self.statement, self.job)
         env = worker_env(count)
         while len(self.workers) < count:
-            self.workers.append(PartitionWorker(len(self.workers), spec, self.job, env))
+            self.workers.append(self._start_worker(len(self.workers), spec, env))
         for w in self.workers:
             w.wait_ready()
         self._late += [0] * (count - len(self._late))
+
+    def _start_worker(self, p: int, spec: EngineSpec, env: dict[str, str]) -> PartitionWorker:
+        return PartitionWorker(p, spec, self.job, env, heartbeat_timeout=self.heartbeat_timeout_s)
 
     def close(self) -> None:
         """Stop and reap every worker process (safe to call twice)."""
@@ -361,10 +390,14 @@ class PartitionedJobCoordinator:
         self, w: PartitionWorker
     ) -> tuple[int, list[pa.RecordBatch], Reply | PartitionError]:
         """The next reply of ``w`` (or the error its handler raised); while
-        waiting, a death of *any* worker raises."""
+        waiting, a death or stall of *any* worker raises."""
         others = [x for x in self.workers if x is not w]
+        sentinels: list[Any] = [w.conn, w.process.sentinel, *(x.process.sentinel for x in others)]
         while True:
-            ready = wait([w.conn, w.process.sentinel, *(x.process.sentinel for x in others)])
+            ready = wait(sentinels, self.tick)
+            if not ready:
+                self.check_workers()
+                continue
             for x in others:
                 if x.process.sentinel in ready:
                     self._fail(x.death_error())

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from flowsql.connectors.base import Sink, Source
-from flowsql.errors import ConfigError, FlowSQLError, did_you_mean
+from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
 from flowsql.server.config import (
@@ -50,6 +50,7 @@ from flowsql.server.job import (
     make_processor,
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
+from flowsql.server.worker import heartbeat_timeout
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,7 @@ class StreamJobServer:
         if is_kafka_job(statement):
             return self._build_kafka(statement)
         choice = job_choice(statement, self._default)
+        heartbeat_timeout(statement.properties)  # checked whatever the processor: V2 may come
         policy = FailurePolicy.from_properties(statement.properties, name)
         self._check_paths(statement.properties)
         letters = RecentDeadLetters(self._declared_dead_letters(statement))
@@ -316,6 +318,7 @@ class StreamJobServer:
                 " group.id",
             )
         choice = job_choice(statement, self._default)
+        heartbeat_timeout(statement.properties)
         self._check_paths(statement.properties)
         spec = KafkaJobSpec.from_statement(statement)
         letters = RecentDeadLetters(self._declared_dead_letters(statement))
@@ -343,10 +346,13 @@ class StreamJobServer:
                 processor_factory=self._processor_factory,
                 rebuild=build,
             )
-        except BaseException:
+        except BaseException as exc:
             for thing in reversed(opened):
                 _close(thing)
-            raise
+            if not _is_kafka_error(exc):
+                raise
+            reason = Redactor(statement.properties).text(f"{type(exc).__name__}: {exc}")
+        raise ConnectorError(f"job '{statement.name}': its Kafka clients failed: {reason}")
 
     def _kafka_store(self, statement: Statement) -> Any:
         """Checkpoints under ``server.checkpoint_dir/kafka`` unless WITH names a directory."""
@@ -359,15 +365,15 @@ class StreamJobServer:
         spec = KafkaJobSpec.from_statement(statement)
         return FileCheckpointStore(Path(root) / "kafka", f"{spec.group_id}.{spec.job}")
 
-    @staticmethod
-    def _declared_dead_letters(statement: Statement) -> list[DeadLetterSink]:
-        """A JSON-lines file when WITH has ``'dlq.path'`` (checked against the file roots)."""
+    def _declared_dead_letters(self, statement: Statement) -> list[DeadLetterSink]:
+        """A JSON-lines file when WITH has ``'dlq.path'``: a name a sink may take,
+        checked against the file roots at deploy and again when it is opened."""
         path = statement.properties.get(DLQ_PATH_KEY)
         if not path:
             return []
         from flowsql.connectors.dlq import JsonlDeadLetters
 
-        return [JsonlDeadLetters(Path(path).expanduser())]
+        return [JsonlDeadLetters(Path(path).expanduser(), roots=self._open_roots, key=DLQ_PATH_KEY)]
 
     # -- file roots --------------------------------------------------------------------
 
@@ -397,7 +403,11 @@ class StreamJobServer:
         from flowsql.server.runner import _single_source
 
         sources = sources_for(
-            statement, {}, dead_letters=letters, batch_size=self.settings.batch_size
+            statement,
+            {},
+            dead_letters=letters,
+            batch_size=self.settings.batch_size,
+            roots=self._open_roots,
         )
         try:
             return _single_source(statement, sources)
@@ -406,15 +416,19 @@ class StreamJobServer:
                 _close(source)
             raise
 
-    @staticmethod
-    def _registry_sink(statement: Statement) -> Sink:
+    def _registry_sink(self, statement: Statement) -> Sink:
         """The sink declared in WITH; a :class:`RecentRows` buffer when there is none
         (the registry's console table is for the CLI, not for a server)."""
         from flowsql.connectors.registry import _sink_stream, sink_for
 
         if f"{_sink_stream(statement)}.type" not in statement.properties:
             return RecentRows()
-        return sink_for(statement, None)
+        return sink_for(statement, None, roots=self._open_roots)
+
+    @property
+    def _open_roots(self) -> tuple[Path, ...] | None:
+        """The file roots that file connectors check again when they open a file."""
+        return self.file_roots.roots if self.file_roots is not None else None
 
     # -- operate -------------------------------------------------------------------------
 
@@ -551,6 +565,13 @@ def _bind(statement: Statement, source: Source) -> Statement:
     keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
     name = statement.sources[0] if statement.sources else source.name
     return bind(statement, {name: pa.schema(keep) if keep else schema})
+
+
+def _is_kafka_error(exc: BaseException) -> bool:
+    """A confluent-kafka error no connector turned into a FlowSQLError: a 400, not a 500."""
+    from flowsql.connectors.kafka import ck
+
+    return ck is not None and isinstance(exc, ck.KafkaException)
 
 
 def _is_path_key(key: str) -> bool:

@@ -41,16 +41,19 @@ import pyarrow as pa
 
 from flowsql.connectors.base import Sink
 from flowsql.connectors.kafka import (
+    ClientErrors,
     DeliveryFailures,
     EndTracker,
     KafkaDeadLetters,
     KafkaSink,
     MessageBatch,
     ck,
+    close_producer,
     consumer_config,
     end_of_partition,
     ensure_topic,
     messages_to_batch,
+    new_client,
     output_key_columns,
     produce_all,
     producer_config,
@@ -141,23 +144,37 @@ class KafkaJob:
         dead_letters: DeadLetterSink | None = None,
         stats: JobStats | None = None,
     ) -> None:
-        client = _client()
+        _client()
         self.statement = statement
         self.spec = KafkaJobSpec.from_statement(statement)
         spec = self.spec
         self.stats = stats or JobStats()  # a restarted job carries its counters on
         self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
         self.factory = processor_factory or _v1_processor
-        self.source_partitions = topic_partitions(spec.source.bootstrap, spec.source.topic)
         self.store = store or FileCheckpointStore(
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
         self.deserializer = spec.source.deserializer()
         self.failures = DeliveryFailures()
-        self.producer = client.Producer(self._producer_conf())
-        letters = [sink for sink in (dead_letters, self._dlq()) if sink is not None]
-        self.dead_letters = CountingLetters(letters, self.stats)
-        self.sink: Sink = sink or self._kafka_sink()
+        self.errors = ClientErrors()
+        self.producer: Any = None
+        # The consumer first: it checks its settings, then asks for the source
+        # topic's partitions with them (an unreachable cluster fails at once).
+        self.consumer = new_client("consumer", self._consumer_conf(), spec.source.name)
+        try:
+            self.source_partitions = topic_partitions(
+                spec.source.bootstrap, spec.source.topic, client=self.consumer, errors=self.errors
+            )
+            output = spec.output.name if spec.output else ""
+            self.producer = new_client("producer", self._producer_conf(), output)
+            letters = [sink for sink in (dead_letters, self._dlq()) if sink is not None]
+            self.dead_letters = CountingLetters(letters, self.stats)
+            self.sink: Sink = sink or self._kafka_sink()
+            parts = self._partitions(spec.source.topic)
+        except BaseException:
+            self._release()
+            raise
+        self._bound = EndTracker(self.consumer, spec.source.topic, parts)
         if spec.exactly_once and not isinstance(self.sink, KafkaSink):
             log.warning(
                 "job %s: exactly_once covers Kafka outputs only; %s gets at-least-once",
@@ -180,9 +197,6 @@ class KafkaJob:
         self._in_txn = False
         self._last_commit = time.monotonic()
         self._crash_at = os.environ.get(CRASH_ENV, "")
-        self._bound = EndTracker(None, spec.source.topic, self._partitions(spec.source.topic))
-        self.consumer = client.Consumer(self._consumer_conf())
-        self._bound.consumer = self.consumer
 
     # -- setup ---------------------------------------------------------------
 
@@ -197,7 +211,7 @@ class KafkaJob:
         return producer_config(self.spec.source.bootstrap, client, self.failures, **extra)
 
     def _consumer_conf(self) -> dict[str, Any]:
-        return consumer_config(self.spec.source, group_id=self.spec.group_id)
+        return consumer_config(self.spec.source, group_id=self.spec.group_id, error_cb=self.errors)
 
     def _dlq(self) -> DeadLetterSink | None:
         if not self.spec.dlq_topic:
@@ -243,12 +257,20 @@ class KafkaJob:
             self._closed = True
         self._refuse_requests()
         try:
-            self.consumer.close()
-            self.producer.flush(30)
+            self._release()
         finally:
             for task in self.tasks.values():
                 if task.processor is not None:
                     task.processor.close()
+
+    def _release(self) -> None:
+        """Leave the group, flush the producer, and destroy both clients (their
+        librdkafka threads and sockets end with them)."""
+        try:
+            self.consumer.close()
+        finally:
+            if self.producer is not None:
+                close_producer(self.producer, 30)
 
     # -- control (any thread): served by the job thread between two batches ----------
 
@@ -384,12 +406,13 @@ class KafkaJob:
             started = time.monotonic()
             data, events = split_events(msgs)
             mb = MessageBatch.of(data, with_topics=self.spec.repartition)
+            self._check_processors()
             if len(mb):
                 self._handle(mb)
                 self._refresh_stats()
                 self.stats.active_s += time.monotonic() - started
             else:
-                self._check_processors()
+                self._drain([t for t in self.tasks.values() if t.dirty])
             if spec.bounded:
                 self._track_bounded(mb, events)
                 if self.tasks and all(t.finished for t in self.tasks.values()):
@@ -415,13 +438,13 @@ class KafkaJob:
         self.stats.max_event_time = high
 
     def _check_processors(self) -> None:
-        """While the input is idle: fail now if a V2 processor broke meanwhile, else
-        emit what it still holds (so results do not wait for the next record)."""
+        """Fail now if a V2 processor broke meanwhile (a worker died or stalled), on
+        every poll: a task whose partition gets no records would not notice itself.
+        Costs one ``waitpid`` per worker, without waiting."""
         for task in self.tasks.values():
             failure = getattr(task.processor, "failure", None)
             if isinstance(failure, BaseException):
                 raise failure
-        self._drain([t for t in self.tasks.values() if t.dirty])
 
     def _drain(self, tasks: Iterable[Task]) -> None:
         """Emit the outputs of batches a (V2) processor still has in flight."""

@@ -150,7 +150,9 @@ class KafkaServerJob:
         _close_quietly(self.dead_letters, self.name)
 
     def check_health(self) -> None:
-        """Nothing to do: the Kafka job checks its processors whenever its input is idle."""
+        """Nothing to do: the Kafka job checks its processors on every poll of its
+        consumer (at least every ``'<src>.batch.max.wait.ms'``, 100 ms by default), so a
+        dead or stalled V2 worker fails it as fast as the watchdog fails a plain job."""
 
     def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
         """Checkpoint, then rebuild every partition task on ``choice`` with its state.

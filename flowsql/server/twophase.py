@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowsql.connectors.paths import Roots, open_readable
 from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, Merge, SplitPlan
@@ -95,6 +97,10 @@ class JsonlSplit:
     ``batches``: the micro-batch sizes the file's ``JsonlSource`` would hand a
     V1 job, ``(source batch size, run batch size)``; a split cut on the
     source's chunk boundaries then yields exactly the source's batches.
+
+    ``roots``: the file roots the worker checks the file against when it opens
+    it, as the source would (:func:`flowsql.connectors.paths.open_readable`);
+    None = unconfined (the CLI).
     """
 
     path: str
@@ -103,23 +109,25 @@ class JsonlSplit:
     schema: pa.Schema
     source: str
     batches: tuple[int, int] | None = None
+    roots: Roots = None
 
     def read(self) -> SplitData:
         from flowsql.connectors.jsonl import JsonlDecoder
 
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            data = f.read(self.end - self.start)
+        data = self._bytes()
         decoder = JsonlDecoder(self.schema, source=self.source, path=self.path)
         decoded = decoder.decode(data, 1)
         batches = [decoded.batch] if decoded.batch is not None and decoded.batch.num_rows else []
         return SplitData(batches, list(decoded.letters))
 
     def lines(self) -> int:
-        with open(self.path, "rb") as f:
-            f.seek(self.start)
-            data = f.read(self.end - self.start)
+        data = self._bytes()
         return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+    def _bytes(self) -> bytes:
+        with open_readable(Path(self.path), self.roots) as f:
+            f.seek(self.start)
+            return f.read(self.end - self.start)
 
 
 def jsonl_splits(
@@ -128,33 +136,37 @@ def jsonl_splits(
     source: str = "",
     split_bytes: int = SPLIT_BYTES,
     batches: tuple[int, int] | None = None,
+    roots: Roots = None,
 ) -> list[JsonlSplit] | None:
     """Cut a JSON lines file into newline-aligned splits, with the schema its
     ``JsonlSource`` would infer; None when the file cannot be split (a JSON
     array rather than lines). The cuts are those of
-    :func:`flowsql.connectors.files.read_chunks` with ``split_bytes``."""
+    :func:`flowsql.connectors.files.read_chunks` with ``split_bytes``.
+
+    With ``roots`` every open, here and in the workers reading the splits, is
+    checked against them (:mod:`flowsql.connectors.paths`)."""
     from flowsql.connectors.files import JsonlSource
 
     path = Path(path)
-    with path.open("rb") as f:
+    with open_readable(path, roots) as f:
         if f.read(4096).lstrip().startswith(b"["):
             return None
-    reader = JsonlSource(path, name=source or path.stem)
+    reader = JsonlSource(path, name=source or path.stem, roots=roots)
     schema = reader.schema
     schema = schema.remove(schema.get_field_index(OFFSET)) if OFFSET in schema.names else schema
-    bounds = _line_bounds(path, split_bytes)
+    bounds = _line_bounds(path, split_bytes, roots)
     return [
-        JsonlSplit(str(path), a, b, schema, reader.name, batches)
+        JsonlSplit(str(path), a, b, schema, reader.name, batches, roots)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         if b > a
     ]
 
 
-def _line_bounds(path: Path, split_bytes: int) -> list[int]:
+def _line_bounds(path: Path, split_bytes: int, roots: Roots = None) -> list[int]:
     """Chunk boundaries exactly as ``read_chunks`` reads the file: after a byte
     order mark, ``split_bytes`` at a time, each finished to the end of its line."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    with open_readable(path, roots) as f:
+        size = os.fstat(f.fileno()).st_size
         pos = 3 if f.read(3) == b"\xef\xbb\xbf" else 0
         bounds = [pos]
         while pos < size:
@@ -405,7 +417,14 @@ class SplitRun:
 
     def _receive_any(self) -> list[tuple[Any, tuple[int, list[pa.RecordBatch], Any]]]:
         busy = [w for w in self.co.workers if w.in_flight]
-        ready = wait([*(w.conn for w in busy), *(w.process.sentinel for w in self.co.workers)])
+        waited: list[Any] = [
+            *(w.conn for w in busy),
+            *(w.process.sentinel for w in self.co.workers),
+        ]
+        ready = wait(waited, self.co.tick)
+        if not ready:
+            self.co.check_workers()  # a worker that stalled fails the run
+            return []
         got = []
         for w in self.co.workers:
             if w.conn in ready or w.process.sentinel in ready:
@@ -504,6 +523,10 @@ def source_splits(source: Any, *, batch_size: int | None = None) -> list[JsonlSp
         return None
     sizes = (source.batch_size, batch_size or source.batch_size)
     splits = jsonl_splits(
-        source.path, source=source.name, split_bytes=source.chunk_bytes, batches=sizes
+        source.path,
+        source=source.name,
+        split_bytes=source.chunk_bytes,
+        batches=sizes,
+        roots=source.roots,
     )
     return splits if splits else None

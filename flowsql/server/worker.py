@@ -18,6 +18,18 @@ coordinator talks to it over two one-way OS pipes (enlarged to 1 MiB, so a
 
 The coordinator waits on the pipe *and* the process sentinel, so a worker
 that dies (even by SIGKILL) is seen at once, never waited on forever.
+
+A worker that lives but makes no progress (stopped by SIGSTOP, frozen, starved
+of CPU) is seen by its heartbeat: a thread of the worker writes the time
+(``time.monotonic``, one clock for every process of the machine) into a shared
+double every ``heartbeat_timeout / 4`` s (at most 0.5 s). Every thread of a
+stopped process stops, so its heartbeat goes stale, while a worker busy with a
+large batch keeps beating. The coordinator never waits on a worker without a
+bound: every ``heartbeat_timeout / 4`` s it checks every worker, and one with
+messages unanswered whose last heartbeat is older than ``heartbeat_timeout``
+fails the job (:meth:`PartitionWorker.failure`) and is killed when it is
+closed. The timeout is the WITH key ``'v2.heartbeat.timeout'``
+(:func:`heartbeat_timeout`).
 """
 
 from __future__ import annotations
@@ -25,26 +37,29 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import fcntl
+import io
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing import shared_memory
+from multiprocessing import forkserver, popen_forkserver, reduction, shared_memory, spawn, util
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 import pyarrow as pa
 
 from flowsql.engine import Engine
-from flowsql.errors import ExecutionError
+from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan.nodes import Statement
 from flowsql.records import TIMESTAMP, DeadLetter, ListDeadLetters
 
@@ -74,6 +89,12 @@ PRELOAD = (
 
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
+#: WITH key: a worker silent this long with work outstanding fails the job.
+HEARTBEAT_KEY = "v2.heartbeat.timeout"
+#: Default of ``'v2.heartbeat.timeout'`` in seconds.
+DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
+#: Longest interval between two heartbeats of a worker.
+HEARTBEAT_INTERVAL_S = 0.5
 #: Bytes of one shared-memory slot (a 10K-row batch is a few hundred KB).
 SLOT_BYTES = 4 << 20
 #: Pipe buffer asked for (Linux caps it at /proc/sys/fs/pipe-max-size, 1 MiB by default).
@@ -235,6 +256,7 @@ def worker_main(
     make_handler: Callable[[], Handler],
     env: dict[str, str] | None = None,
     rings: tuple[str, str, int, int] | None = None,
+    heartbeat: tuple[Any, float] | None = None,
 ) -> None:
     """Entry point of a worker process: answer messages until told to stop.
 
@@ -246,7 +268,13 @@ def worker_main(
         env: environment set before anything runs (thread pool sizes: the
             partitions already use every core).
         rings: shared-memory slot rings (requests, replies, slots, slot bytes).
+        heartbeat: a shared double to write the time into, and the interval.
     """
+    # Ctrl-C reaches the whole process group; the coordinator stops its workers
+    # itself, so a worker must not die of it first (with a traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if heartbeat is not None:
+        threading.Thread(target=_beat, args=heartbeat, name="heartbeat", daemon=True).start()
     os.environ.update(env or {})
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` shows where it is
     requests = replies = None
@@ -272,6 +300,13 @@ def worker_main(
         for ring in (requests, replies):
             if ring is not None:
                 ring.close()
+
+
+def _beat(beat: Any, interval: float) -> None:
+    """In a worker: write the time into ``beat`` every ``interval`` s, for good."""
+    while True:
+        beat.value = time.monotonic()
+        time.sleep(interval)
 
 
 def _answer(
@@ -300,34 +335,130 @@ def _answer(
 def worker_context() -> mp.context.BaseContext:
     """The multiprocessing context for workers: forkserver (not fork: the job
     server runs threads, and forking a threaded process can deadlock), with the
-    engine preloaded so a worker starts in milliseconds."""
+    engine preloaded so a worker starts in milliseconds, and nothing imported
+    from the working directory (see :func:`clean_sys_path`)."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
+    _WORKER_CONTEXT.set_forkserver_preload(list(PRELOAD))
     _start_fork_server()
-    return ctx
+    return _WORKER_CONTEXT
 
 
+# A worker never imports from the working directory: a job's file sink may have
+# written ``json.py`` there. Python puts that directory first on sys.path for
+# ``python -c`` (how the fork server and the resource tracker start), and
+# multiprocessing gives every child the parent's sys.path, '' made absolute.
+
+#: The directory that holds the ``flowsql`` package: the one working directory
+#: a worker may import from (a source checkout run from its root).
+PACKAGE_HOME = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def clean_sys_path(path: Sequence[str], cwd: str) -> list[str]:
+    """``path`` without ``cwd``: no '', '.' nor any entry naming that directory
+    (unless it is :data:`PACKAGE_HOME`); the environment's entries stay."""
+    here = os.path.realpath(cwd)
+    if here == PACKAGE_HOME:
+        return list(path)
+    return [entry for entry in path if os.path.realpath(os.path.join(here, entry)) != here]
+
+
+def worker_preparation(name: str) -> dict[str, Any]:
+    """What a worker applies before it unpickles its task: the parent's
+    preparation data with a clean sys.path and without the parent's main module
+    (a worker runs flowsql code only; it never re-runs the script that started it)."""
+    data = spawn.get_preparation_data(name)
+    data["sys_path"] = clean_sys_path(data["sys_path"], data["dir"])
+    data.pop("init_main_from_path", None)
+    data.pop("init_main_from_name", None)
+    return data
+
+
+class _WorkerPopen(popen_forkserver.Popen):
+    """Starts a worker from the fork server with :func:`worker_preparation`; the
+    rest is the standard library's ``popen_forkserver.Popen._launch``."""
+
+    _fds: list[int]
+
+    def _launch(self, process_obj: BaseProcess) -> None:
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(worker_preparation(process_obj.name), buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        _start_fork_server()  # restarted, if it died, the same careful way
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        parent_w = os.dup(w)  # the child's sentinel of this process
+        self.finalizer = util.Finalize(self, _close_fds, (parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+class _WorkerProcess(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> _WorkerPopen:  # noqa: N802 (multiprocessing's name)
+        return _WorkerPopen(process_obj)
+
+
+class _WorkerContext(ForkServerContext):
+    Process = _WorkerProcess
+
+
+_WORKER_CONTEXT = _WorkerContext()
 _fork_server_lock = threading.Lock()
 
 
 def _start_fork_server() -> None:
-    """Start the fork server with single-threaded polars (unless the
-    environment says otherwise): a worker is one core's worth of work, and the
-    fork server imports polars once for all workers, which fixes their pool
-    size (polars reads ``POLARS_MAX_THREADS`` at import)."""
-    from multiprocessing import forkserver
+    """Start the fork server (and the resource tracker) if it is not running:
+    with ``PYTHONSAFEPATH`` so ``python -c`` leaves the working directory off
+    sys.path, with a clean sys.path to hand on (Python >= 3.12 applies it), and
+    with single-threaded polars unless the environment says otherwise: a worker
+    is one core's worth of work, and the fork server imports polars once for all
+    workers, which fixes their pool size (polars reads ``POLARS_MAX_THREADS``
+    at import)."""
+    env = {"PYTHONSAFEPATH": "1"}
+    if "POLARS_MAX_THREADS" not in os.environ:
+        env["POLARS_MAX_THREADS"] = "1"
+    if sys.flags.ignore_environment and not sys.flags.safe_path:
+        log.warning("python -E ignores PYTHONSAFEPATH: add -P so workers never import from cwd")
+    with _fork_server_lock, _environ(env), _sys_path(clean_sys_path(sys.path, os.getcwd())):
+        forkserver.ensure_running()
 
-    with _fork_server_lock:
-        if "POLARS_MAX_THREADS" in os.environ:
-            forkserver.ensure_running()
-            return
-        os.environ["POLARS_MAX_THREADS"] = "1"
-        try:
-            forkserver.ensure_running()
-        finally:
-            del os.environ["POLARS_MAX_THREADS"]
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _sys_path(path: list[str]) -> Iterator[None]:
+    """``sys.path`` is ``path`` inside (a no-op unless the working directory is on it)."""
+    if path == sys.path:
+        yield
+        return
+    before = sys.path
+    sys.path = path
+    try:
+        yield
+    finally:
+        sys.path = before
 
 
 def worker_env(workers: int) -> dict[str, str]:
@@ -336,6 +467,25 @@ def worker_env(workers: int) -> dict[str, str]:
     by the fork server: see :func:`_start_fork_server`)."""
     share = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     return {"OMP_NUM_THREADS": share}
+
+
+def heartbeat_timeout(properties: Mapping[str, str]) -> float:
+    """Seconds of ``'v2.heartbeat.timeout'`` in a job's WITH properties ('10s',
+    '500ms', or milliseconds; '0' turns the check off), default 10 s.
+
+    Raises:
+        ConfigError: not a duration.
+    """
+    raw = properties.get(HEARTBEAT_KEY)
+    if raw is None:
+        return DEFAULT_HEARTBEAT_TIMEOUT_S
+    from flowsql.sql.durations import parse_duration
+
+    try:
+        return parse_duration(str(raw)) / 1000
+    except ValueError:
+        allowed = "a duration such as '10s' or '500ms' (or milliseconds); '0' turns it off"
+        raise ConfigError(HEARTBEAT_KEY, raw, allowed) from None
 
 
 class PartitionWorker:
@@ -347,6 +497,8 @@ class PartitionWorker:
             build its message handler.
         job: job name used in errors.
         env: environment variables for the worker (see :func:`worker_env`).
+        heartbeat_timeout: seconds without a heartbeat after which the worker,
+            if it has work outstanding, is stalled (0: never).
     """
 
     def __init__(
@@ -356,10 +508,12 @@ class PartitionWorker:
         job: str,
         env: dict[str, str] | None = None,
         slots: int = 3,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
     ) -> None:
         self.partition = partition
         self.slots = slots
         self.job = job
+        self.heartbeat_timeout = heartbeat_timeout
         self.sent = 0  # messages sent
         self.answered = 0  # replies received
         self._closed = False
@@ -373,9 +527,11 @@ class PartitionWorker:
         self._requests = SlotRing(slots, SLOT_BYTES)
         self._replies = SlotRing(slots, SLOT_BYTES)
         rings = (self._requests.name, self._replies.name, slots, SLOT_BYTES)
+        self._beat = ctx.Value("d", time.monotonic(), lock=False)  # the worker's last heartbeat
+        beating = (self._beat, self.tick) if heartbeat_timeout > 0 else None
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_in, child_out, make_handler, env, rings),
+            args=(child_in, child_out, make_handler, env, rings, beating),
             name=f"flowsql-{job}-p{partition}",
             daemon=True,
         )
@@ -400,15 +556,49 @@ class PartitionWorker:
         """Messages sent and not yet answered."""
         return self.sent - self.answered
 
+    @property
+    def tick(self) -> float | None:
+        """Longest wait on this worker between two liveness checks (None: no limit),
+        also the interval of its heartbeats."""
+        if self.heartbeat_timeout <= 0:
+            return None
+        return min(HEARTBEAT_INTERVAL_S, self.heartbeat_timeout / 4)
+
+    @property
+    def silence(self) -> float:
+        """Seconds since the worker's last heartbeat (since its start before the first)."""
+        return time.monotonic() - float(self._beat.value)
+
+    @property
+    def stalled(self) -> bool:
+        """True when the process lives, has messages unanswered (or has not said it
+        is ready) and has sent no heartbeat for longer than ``heartbeat_timeout``."""
+        busy = self.in_flight > 0 or not self._ready
+        return busy and self._silent() and self.process.exitcode is None
+
+    def _silent(self) -> bool:
+        return 0 < self.heartbeat_timeout < self.silence
+
+    def failure(self) -> ExecutionError | None:
+        """Why the worker cannot go on, checked without waiting: it ended without
+        being asked to stop, or it stalled; None while it is healthy."""
+        if self._closed or self._stop_sent:
+            return None
+        if self.process.exitcode is not None:
+            return self.death_error()
+        return self.stall_error() if self.stalled else None
+
     def wait_ready(self) -> None:
         """Wait until the worker has started and built its handler.
 
         Raises:
-            ExecutionError: the worker died while starting.
+            ExecutionError: the worker died or stalled while starting.
         """
         if self._ready:
             return
-        ready = wait([self.conn, self.process.sentinel])
+        while not (ready := wait([self.conn, self.process.sentinel], self.tick)):
+            if self.stalled:
+                raise self.stall_error()
         if self.conn not in ready and not self.conn.poll():
             raise self.death_error()
         try:
@@ -504,6 +694,15 @@ class PartitionWorker:
             f" (pid {self.process.pid}) died: {how}"
         )
 
+    def stall_error(self) -> ExecutionError:
+        """The error naming this partition and how long it has been silent."""
+        return ExecutionError(
+            f"job '{self.job}': worker of partition {self.partition} (pid {self.process.pid})"
+            f" stalled: no heartbeat for {self.silence:.1f}s with {self.in_flight} messages"
+            f" unanswered ('{HEARTBEAT_KEY}' = {self.heartbeat_timeout:g}s); it is stopped"
+            " (SIGSTOP), frozen or starved of CPU, and is killed"
+        )
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` ran (the process is reaped)."""
@@ -511,14 +710,18 @@ class PartitionWorker:
 
     @property
     def failed(self) -> bool:
-        """True when the process has ended without being asked to stop."""
-        return not self._closed and not self._stop_sent and self.process.exitcode is not None
+        """True when the process has ended without being asked to stop, or stalled."""
+        if self._closed or self._stop_sent:
+            return False
+        return self.process.exitcode is not None or self.stalled
 
     def close(self) -> None:
         """Ask the worker to stop, then make sure it is gone and reaped."""
         if self._closed:
             return
         self._closed = True
+        if self.process.exitcode is None and self._silent():
+            self.process.kill()  # stopped or frozen: it would never read the stop message
         self.ask_to_stop()
         self._discard_until_exit(time.monotonic() + STOP_GRACE_S)
         if self.process.exitcode is None:

@@ -13,7 +13,7 @@ from flowsql.plan.nodes import Statement
 from flowsql.sql.binder import bind
 from flowsql.sql.dialect import FlowSQL
 from flowsql.sql.planner import plan_statement
-from flowsql.sql.statements import SourceStatement, parse_tokens, read
+from flowsql.sql.statements import SourceStatement, parse_tokens, read, too_deep
 
 __all__ = ["FlowSQL", "bind", "parse", "parse_one", "validate"]
 
@@ -72,4 +72,7 @@ def validate(text: str) -> list[FlowSQLError]:
 
 
 def _plan(source: SourceStatement) -> Statement:
-    return plan_statement(source, parse_tokens(source))
+    try:
+        return plan_statement(source, parse_tokens(source))
+    except RecursionError:  # the limits of parse_tokens leave room; a deep caller may not
+        raise too_deep(source) from None

@@ -1,6 +1,7 @@
 """Turn sqlglot's errors into :class:`~flowsql.errors.SqlSyntaxError` with the
 1-based line and column of the offending token in the original text, and a hint
-where one is obvious (a misspelt keyword, an incomplete clause)."""
+where one is obvious (a misspelt keyword, an incomplete clause). Secret values
+(``'sasl.password' = '...'``) are masked in everything an error shows."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlglot.tokens import Token, TokenType
 
 from flowsql.errors import SqlSyntaxError
 from flowsql.plan.expr import Pos
+from flowsql.redaction import redact_keeping_positions, redact_text, values_in_text
 
 #: Keywords a user may misspell; a bare word close to one of them gets a hint.
 KEYWORDS: tuple[str, ...] = (
@@ -66,14 +68,28 @@ def keyword_hint(word: str) -> str:
 def error_at(
     message: str, sql: str, token: Token | None, *, hint: str = "", end: int | None = None
 ) -> SqlSyntaxError:
-    """A syntax error at ``token`` (or at offset ``end`` when there is no token)."""
+    """A syntax error at ``token`` (or at offset ``end`` when there is no token).
+
+    Secrets never reach the error: the SQL it keeps and shows is masked character
+    for character (lines and columns stay right), the message and hint are masked
+    too, also when a value's closing quote is missing.
+    """
+    values = values_in_text(sql)
+    shown = redact_keeping_positions(sql, values)
     if token:
         pos = position(sql, token.start)
-        text = sql[token.start : token.end + 1]
+        text = shown[token.start : token.end + 1]
     else:
         pos = position(sql, len(sql) if end is None else end)
         text = ""
-    return SqlSyntaxError(message, line=pos.line, column=pos.column, token=text, sql=sql, hint=hint)
+    return SqlSyntaxError(
+        redact_text(message, values),
+        line=pos.line,
+        column=pos.column,
+        token=text,
+        sql=shown,
+        hint=redact_text(hint, values),
+    )
 
 
 def from_parse_error(

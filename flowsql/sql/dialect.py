@@ -22,9 +22,11 @@ from typing import Any
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError
 from sqlglot.parser import Parser
 from sqlglot.tokens import Token, Tokenizer, TokenType
 
+from flowsql.errors import FlowSQLError
 from flowsql.sql.durations import duration_ms, is_unit, parse_duration
 
 WINDOW_KINDS: dict[str, str] = {
@@ -87,6 +89,17 @@ class FlowParser(Parser):
 
     # -- hooks into sqlglot ---------------------------------------------------------
 
+    def parse(self, raw_tokens: list[Token], sql: str) -> list[exp.Expr | None]:
+        """sqlglot's parse; where sqlglot itself slips on malformed text (an
+        ``AttributeError`` deep inside), a syntax error at the current token."""
+        try:
+            return super().parse(raw_tokens, sql)
+        except (ParseError, FlowSQLError):
+            raise
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            self.raise_error("Invalid expression / Unexpected token")
+            raise  # not reached: the error level is IMMEDIATE
+
     def raise_error(self, message: str, token: Token | None = None) -> None:  # type: ignore[override]
         """Remember the offending token (its offset gives an exact line/column)."""
         self.flow_error_token = token or self._curr or self._prev
@@ -138,7 +151,7 @@ class FlowParser(Parser):
 
     def _parse_emit(self) -> EmitClause:
         self._advance()
-        mode = self._curr.text.upper()
+        mode = self._curr.text.upper() if self._curr else ""
         if mode not in ("CHANGES", "FINAL"):
             self.raise_error("EMIT must be followed by CHANGES or FINAL")
         self._advance()
@@ -153,12 +166,16 @@ class FlowParser(Parser):
 
     def _parse_stream_property(self) -> exp.Property | None:
         key = self._curr
+        if key is None:
+            self.raise_error("expected ')' to close WITH (...)")
         if key.token_type == TokenType.R_PAREN:
             return None
         self._advance()
         if not self._match(TokenType.EQ):
             self.raise_error("expected '=' in WITH ('key' = 'value')")
         value = self._curr
+        if value is None:
+            self.raise_error("expected a value after '=' in WITH ('key' = 'value')")
         self._advance()
         return exp.Property(this=exp.Literal.string(key.text), value=exp.Literal.string(value.text))
 
@@ -200,8 +217,11 @@ class FlowParser(Parser):
         duration = self._named_duration("")
         if duration is not None:
             return duration
+        token = self._curr
         column = self._parse_column()
-        return column if isinstance(column, exp.Expression) else None
+        if column is not None and not isinstance(column, exp.Column):
+            self.raise_error("expected a duration (e.g. 1s) or the time column", token)
+        return column if isinstance(column, exp.Column) else None
 
     def _named_duration(self, name: str) -> exp.Tuple | None:
         token = self._curr

@@ -150,6 +150,8 @@ def _sort(query: Query, node: Node) -> Node:
 def _output_ref(query: Query, node: exp.Expr) -> Expr:
     """An ORDER BY item as an expression over the SELECT output."""
     if isinstance(node, exp.Literal) and not node.is_string:
+        if not node.this.isdigit():
+            raise query.error(f"ORDER BY {node.this}: a position must be a whole number", node)
         index = int(node.this)
         if not 1 <= index <= len(query.items):
             raise query.error(f"ORDER BY position {index} is not in the SELECT list", node)

@@ -8,6 +8,15 @@ stream before sqlglot sees it:
   stripped (kind, name and properties are kept on the :class:`SourceStatement`).
 - ``OVER (ROWS WINDOW BUFFER n ROWS ...)`` becomes ``OVER (... ROWS BETWEEN n-1
   PRECEDING AND CURRENT ROW)``.
+
+Hostile SQL fails with a syntax error at the offending token, never with a
+``RecursionError`` nor an hour of parsing. sqlglot's parser recurses 10-32
+Python frames per level of nesting and Python allows 1000, so the token stream
+is checked first (:data:`MAX_NESTING`, :data:`MAX_TYPE_NESTING`); the parsed
+tree is then checked too (:data:`MAX_EXPRESSION_DEPTH`), after long AND/OR
+chains (which sqlglot parses without recursing) are rebuilt as balanced trees,
+so that the planner and the executor, which recurse about 3 frames per level,
+stay within bounds as well.
 """
 
 from __future__ import annotations
@@ -36,6 +45,65 @@ _CLAUSES = (
 )
 
 DIALECT = FlowSQL()
+
+#: Deepest nesting of parentheses, brackets, braces and CASE ... END, counting
+#: each pending prefix operator (NOT, unary -, + and ~) as a level too. sqlglot
+#: needs up to 32 Python frames per level (``a = ANY(``); 24 levels stay within
+#: Python's default limit of 1000 with room for a caller's own frames.
+MAX_NESTING = 24
+#: Of those levels, the ones opened right after a type name (``DATE(``,
+#: ``ARRAY[``, ``DECIMAL(``...): sqlglot tries each as a type before a function,
+#: which doubles the parse time per level.
+MAX_TYPE_NESTING = 4
+#: Deepest expression tree (sqlglot nodes from the SELECT down) once long
+#: AND/OR chains are balanced: a chain of 400 ORs is 9 levels, of 400 ``+`` 400.
+MAX_EXPRESSION_DEPTH = 128
+
+_OPENS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSES = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+_PREFIX = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE})
+#: Tokens that end an operand: a -, + or NOT after one is binary.
+_OPERAND_ENDS = (
+    frozenset(
+        {
+            TokenType.VAR,
+            TokenType.IDENTIFIER,
+            TokenType.NUMBER,
+            TokenType.STRING,
+            TokenType.NULL,
+            TokenType.TRUE,
+            TokenType.FALSE,
+            TokenType.STAR,
+            TokenType.PLACEHOLDER,
+        }
+    )
+    | _CLOSES
+    | DIALECT.parser_class.TYPE_TOKENS
+)
+#: Tokens where a pending NOT has surely ended.
+_SEPARATORS = frozenset(
+    {
+        TokenType.AND,
+        TokenType.OR,
+        TokenType.XOR,
+        TokenType.COMMA,
+        TokenType.WHEN,
+        TokenType.THEN,
+        TokenType.ELSE,
+        TokenType.ALIAS,
+        TokenType.SELECT,
+        TokenType.FROM,
+        TokenType.WHERE,
+        TokenType.GROUP_BY,
+        TokenType.HAVING,
+        TokenType.ORDER_BY,
+        TokenType.LIMIT,
+        TokenType.WINDOW,
+        TokenType.ON,
+        TokenType.PARTITION_BY,
+    }
+)
+_NESTING_HINT = "flatten it, e.g. one CASE with several WHEN instead of nested CASEs"
 
 
 @dataclass(frozen=True)
@@ -161,12 +229,15 @@ def parse_tokens(source: SourceStatement) -> exp.Select:
     Raises:
         SqlSyntaxError: with the position of the offending token.
     """
+    check_nesting(source)
     parser = DIALECT.parser()
     try:
         trees = parser.parse(source.tokens, source.sql)
     except ParseError as err:
         token = getattr(parser, "flow_error_token", None)
         raise from_parse_error(err, source.sql, token, source.tokens) from None
+    except RecursionError:  # only from a caller already deep in its own stack
+        raise too_deep(source) from None
     tree = trees[0] if len(trees) == 1 else None
     if not isinstance(tree, exp.Select):
         raise error_at(
@@ -174,7 +245,149 @@ def parse_tokens(source: SourceStatement) -> exp.Select:
             source.sql,
             source.tokens[0],
         )
+    if tree.args.get("from_") is None:  # the FROM token went into an expression
+        from_ = next(t for t in source.tokens if t.token_type == TokenType.FROM)
+        raise error_at(
+            "expected FROM <stream> here", source.sql, from_, hint="check what comes before FROM"
+        )
+    balance_connectors(tree)
+    check_depth(source, tree)
     return tree
+
+
+# -- limits on nesting ----------------------------------------------------------------
+
+
+def check_nesting(source: SourceStatement) -> None:
+    """Refuse nesting deeper than :data:`MAX_NESTING` (or :data:`MAX_TYPE_NESTING`
+    type-named calls) before sqlglot recurses into it.
+
+    A level weighs 1 plus the prefix operators pending when it opens (``NOT (``
+    is two levels); a pending unary -, + or ~ ends with its operand, a NOT at
+    the next AND, OR, comma, WHEN, THEN, ELSE or clause keyword.
+
+    Raises:
+        SqlSyntaxError: at the token that goes one level too deep.
+    """
+    stack: list[tuple[int, int, bool]] = []  # per open level: weight, NOTs before it, typed
+    depth = typed = unary = nots = 0
+    previous: Token | None = None
+    for token in source.tokens:
+        kind = token.token_type
+        if kind in _PREFIX and (previous is None or previous.token_type not in _OPERAND_ENDS):
+            nots += kind == TokenType.NOT
+            unary += kind != TokenType.NOT
+        elif kind in _OPENS:
+            is_type = kind != TokenType.CASE and _is_type_name(previous)
+            stack.append((1 + unary + nots, nots, is_type))
+            depth, typed, unary, nots = depth + 1 + unary + nots, typed + is_type, 0, 0
+        elif kind in _CLOSES and stack:
+            weight, nots, is_type = stack.pop()
+            depth, typed, unary = depth - weight, typed - is_type, 0
+        elif kind in _SEPARATORS:
+            unary = nots = 0
+        elif kind in _OPERAND_ENDS:
+            unary = 0
+        _check_level(source, token, depth + unary + nots, typed)
+        previous = token
+
+
+def _is_type_name(token: Token | None) -> bool:
+    return token is not None and token.token_type in DIALECT.parser_class.TYPE_TOKENS
+
+
+def _check_level(source: SourceStatement, token: Token, depth: int, typed: int) -> None:
+    if depth > MAX_NESTING:
+        raise error_at(
+            f"query nested too deep: more than {MAX_NESTING} levels of parentheses,"
+            " CASE, function calls and prefix operators",
+            source.sql,
+            token,
+            hint=_NESTING_HINT,
+        )
+    if typed > MAX_TYPE_NESTING:
+        raise error_at(
+            f"more than {MAX_TYPE_NESTING} nested calls named after a type"
+            " (DATE(, ARRAY[, DECIMAL(...)",
+            source.sql,
+            token,
+            hint="compute the inner value in another expression or query",
+        )
+
+
+def balance_connectors(tree: exp.Expr) -> None:
+    """Rebuild chains of AND and of OR as balanced trees (same terms, same order).
+
+    sqlglot parses ``a OR b OR c ...`` into a tree as deep as the chain is long;
+    AND and OR are associative, so a balanced tree means the same and is only
+    log2(n) deep for the planner and the executor.
+    """
+    for node in list(tree.find_all(exp.And, exp.Or)):
+        if type(node.parent) is type(node):
+            continue  # inside a chain: rebuilt with its top
+        terms = _chain(node)
+        if len(terms) > 2:
+            node.replace(_balanced(type(node), terms))
+
+
+def _chain(top: exp.Expr) -> list[exp.Expr]:
+    """The terms of a chain of one connector, left to right (without recursion)."""
+    terms: list[exp.Expr] = []
+    stack = [top]
+    while stack:
+        node = stack.pop()
+        if type(node) is type(top):
+            stack += [node.expression, node.this]
+        else:
+            terms.append(node)
+    return terms
+
+
+def _balanced(kind: type[exp.Connector], terms: list[exp.Expr]) -> exp.Expr:
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    return kind(this=_balanced(kind, terms[:middle]), expression=_balanced(kind, terms[middle:]))
+
+
+def check_depth(source: SourceStatement, tree: exp.Expr) -> None:
+    """Refuse a parsed tree deeper than :data:`MAX_EXPRESSION_DEPTH`.
+
+    Raises:
+        SqlSyntaxError: at the first token of the clause or SELECT item holding
+            the expression that is too deep.
+    """
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            while node.parent is not None and node.parent is not tree:
+                node = node.parent
+            raise error_at(
+                f"expression nested too deep: more than {MAX_EXPRESSION_DEPTH} levels",
+                source.sql,
+                _first_token(source, node),
+                hint="split it over several expressions (long AND/OR chains are fine)",
+                end=source.end,
+            )
+        stack += [(child, depth + 1) for child in node.iter_expressions()]
+
+
+def _first_token(source: SourceStatement, node: exp.Expr) -> Token | None:
+    starts = [int(sub.meta["start"]) for sub in node.walk() if sub.meta and "start" in sub.meta]
+    if not starts:
+        return None
+    return next((t for t in source.tokens if t.start == min(starts)), None)
+
+
+def too_deep(source: SourceStatement) -> SqlSyntaxError:
+    """The error for a statement that exhausted Python's stack all the same."""
+    return error_at(
+        "query nested too deep for the stack left to parse and plan it",
+        source.sql,
+        source.tokens[0],
+        hint=_NESTING_HINT,
+    )
 
 
 # -- CREATE STREAM|TABLE name [WITH (...)] AS ---------------------------------------

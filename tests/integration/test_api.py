@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,14 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from flowsql.errors import ConfigError
 from flowsql.server.api import check_binding, create_app
 from flowsql.server.config import ServerSettings
 from flowsql.server.jobserver import StreamJobServer
+from tests.serving import live
 
-TOKEN = "s3cr3t-token"
+TOKEN = "s3cr3t-token-0123456789"
 
 
 def generator_job(name: str, records: int | str = 5000, extra: str = "") -> str:
@@ -30,26 +29,6 @@ def generator_job(name: str, records: int | str = 5000, extra: str = "") -> str:
         f" WITH ('trades.type' = 'generator', 'trades.records' = '{records}',"
         f" 'trades.batch_size' = '500'{extra})"
     )
-
-
-@contextmanager
-def live(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port); yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 @contextmanager
@@ -63,7 +42,7 @@ def make_client(
     try:
         with (
             live(create_app(server, token=token)) as url,
-            httpx.Client(base_url=url, timeout=60) as c,
+            httpx.Client(base_url=url, timeout=60, headers={"X-FlowSQL-Request": "1"}) as c,
         ):
             yield c
     finally:

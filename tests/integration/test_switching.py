@@ -8,16 +8,13 @@ known point of the stream, with window, group and ROWS state in flight.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pyarrow as pa
 import pytest
-import uvicorn
 
 from flowsql.connectors.generator import make_generator
 from flowsql.plan.nodes import Statement
@@ -25,6 +22,7 @@ from flowsql.records import DeadLetterSink
 from flowsql.server.api import create_app
 from flowsql.server.config import ServerSettings, V2Settings
 from flowsql.server.jobserver import StreamJobServer
+from tests.serving import live
 
 QUERIES = {
     "tumbling_final": (
@@ -183,22 +181,6 @@ def test_switched_run_equals_unswitched_run(paced: Paced, query: str) -> None:
     assert canonical(switched) == canonical(unswitched)
     switches = paced.server.status("moved").switches
     assert [step.split(" -> ")[1][:2] for step in switches] == ["V2", "V2", "V1"]
-
-
-@contextmanager
-def live(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port); yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test")
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 def test_switching_through_the_rest_api(paced: Paced) -> None:

@@ -22,7 +22,7 @@ from flowsql.server.config import ServerSettings
 from flowsql.server.jobserver import StreamJobServer
 from tests.integration.kafka.kafka_helpers import json_rows, json_sorted, produce_json, read_all
 from tests.integration.kafka.test_kafka_job import WINDOWED, job_sql, trades
-from tests.integration.test_api import live
+from tests.serving import live
 
 pytestmark = pytest.mark.kafka
 
@@ -144,7 +144,11 @@ def test_rest_status_and_metrics_of_a_kafka_job(bootstrap, new_topic, tmp_path):
     )
     server = StreamJobServer(ServerSettings(file_roots=[str(tmp_path)]))
     # starlette's TestClient needs httpx2 here; a live uvicorn serves the same app
-    with live(create_app(server)) as url, httpx.Client(base_url=url, timeout=60) as client:
+    program = {"X-FlowSQL-Request": "1"}  # what the CLI sends (docs/security.md)
+    with (
+        live(create_app(server)) as url,
+        httpx.Client(base_url=url, timeout=60, headers=program) as client,
+    ):
         deployed = client.post("/jobs", content=sql, headers={"content-type": "text/plain"})
         assert deployed.status_code == 201, deployed.text
         deadline = time.monotonic() + 20

@@ -116,3 +116,9 @@ def test_error_position_matches_the_text(prefix: list[str], gap: str) -> None:
     line = sql.count("\n", 0, offset) + 1
     column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
     assert (err.line, err.column, err.token) == (line, column, "=")
+
+
+@pytest.mark.parametrize("position", ["1.5e3", "1.5", "0.0"])
+def test_order_by_position_that_is_not_a_whole_number(position: str) -> None:
+    with pytest.raises(PlanError, match="a position must be a whole number"):
+        parse_one(f"SELECT symbol FROM trades ORDER BY {position}")

@@ -21,7 +21,7 @@ SYSTEM_COLUMNS: frozenset[str] = frozenset(
 )
 
 #: Hidden columns a V2 coordinator adds so that merged partition outputs come
-#: out in V1's order (``flowsql.server.ordering``); never part of a result.
+#: out in V1's order (``flowsql.runtime.ordering``); never part of a result.
 ARRIVAL = "__arrival"
 ORDER_PREFIX = "__order_"
 

@@ -145,7 +145,7 @@ def _job_sql(bootstrap: str, topic: str, out: str, group: str, ckpt: str, parts:
 
 
 def _run_job(sql: str, conn: Any) -> None:
-    from flowsql.server.kafka_job import KafkaJob
+    from flowsql.runtime.kafka_job import KafkaJob
     from flowsql.sql import parse_one
 
     job = KafkaJob(parse_one(sql))

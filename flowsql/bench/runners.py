@@ -27,7 +27,7 @@ from flowsql.bench.measure import Outcome, children_cpu_now
 from flowsql.bench.scenarios import Scenario
 from flowsql.engine import Engine
 from flowsql.plan.nodes import Statement
-from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 
 Run = Callable[[], Outcome]
 
@@ -99,7 +99,7 @@ def job(
     info: JobRun,
 ) -> Run:
     """``run_job`` from ``source()`` with a ready ``processor()``."""
-    from flowsql.server.runner import run_job
+    from flowsql.runtime.runner import run_job
 
     def run() -> Outcome:
         built = time.perf_counter()
@@ -122,7 +122,7 @@ def data_path(proc: Any, source: Any) -> str:
         return "inline"
     can_split = getattr(proc, "can_split", None)
     if can_split is not None and can_split():
-        from flowsql.server.twophase import source_splits
+        from flowsql.runtime.splits import source_splits
 
         if source_splits(source):
             return "splits"
@@ -147,7 +147,7 @@ def v1(statement: Statement) -> Callable[[], JobProcessor]:
 
 
 def v2(statement: Statement, partitions: int) -> Callable[[], JobProcessor]:
-    from flowsql.server.coordinator import PartitionedJobCoordinator
+    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
     return lambda: PartitionedJobCoordinator(statement, num_partitions=partitions)
 

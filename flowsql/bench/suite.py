@@ -116,9 +116,9 @@ def warm_up() -> None:
         "flowsql.connectors.files",
         "flowsql.connectors.jsonl",
         "flowsql.connectors.memory",
-        "flowsql.server.coordinator",
-        "flowsql.server.runner",
-        "flowsql.server.twophase",
+        "flowsql.runtime.coordinator",
+        "flowsql.runtime.runner",
+        "flowsql.runtime.splits",
     ):
         importlib.import_module(module)
 

@@ -151,7 +151,7 @@ def _declared_source(
     if kind == "generator":
         return _generator(name, _prefixed(props, name), batch_size)
     if kind == "kafka_source":
-        from flowsql.connectors.kafka import kafka_source_from_properties
+        from flowsql.connectors.kafka.client import kafka_source_from_properties
 
         return kafka_source_from_properties(name, props, dead_letters)
     raise ConfigError(f"{name}.type", kind, SOURCE_TYPES)
@@ -240,7 +240,7 @@ def sink_for(
             roots=roots,
         )
     if kind == "kafka_sink":
-        from flowsql.connectors.kafka import kafka_sink_from_properties, output_key_columns
+        from flowsql.connectors.kafka.client import kafka_sink_from_properties, output_key_columns
 
         return kafka_sink_from_properties(stream, props, output_key_columns(statement, stream))
     raise ConfigError(f"{stream}.type", kind, SINK_TYPES)

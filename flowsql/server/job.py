@@ -48,9 +48,9 @@ from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.failures import BatchFailureHandler, FailurePolicy, StopRequested
+from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 from flowsql.server.config import ProcessorChoice, Redactor
-from flowsql.server.failures import BatchFailureHandler, FailurePolicy, StopRequested
-from flowsql.server.processor import JobProcessor, SimpleJobProcessor
 
 if TYPE_CHECKING:
     pass
@@ -80,7 +80,7 @@ def make_processor(
     """V1 ``SimpleJobProcessor`` or V2 ``PartitionedJobCoordinator`` for ``choice``."""
     if choice.version == "v1":
         return SimpleJobProcessor(statement, dead_letters=dead_letters)
-    from flowsql.server.coordinator import PartitionedJobCoordinator
+    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
     return PartitionedJobCoordinator(
         statement,

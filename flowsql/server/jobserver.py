@@ -32,6 +32,8 @@ from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+from flowsql.runtime.failures import STRATEGY_KEY, FailurePolicy
+from flowsql.runtime.worker import heartbeat_timeout
 from flowsql.server.config import (
     FileRoots,
     ProcessorChoice,
@@ -41,7 +43,6 @@ from flowsql.server.config import (
     job_choice,
     parse_choice,
 )
-from flowsql.server.failures import STRATEGY_KEY, FailurePolicy
 from flowsql.server.job import (
     Job,
     JobState,
@@ -50,7 +51,6 @@ from flowsql.server.job import (
     make_processor,
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
-from flowsql.server.worker import heartbeat_timeout
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class StreamJobServer:
                 return name
 
     def _build(self, name: str, statement: Statement) -> Job | KafkaServerJob:
-        from flowsql.server.kafka_settings import is_kafka_job
+        from flowsql.runtime.kafka_spec import is_kafka_job
 
         statement = replace(statement, name=name)
         if is_kafka_job(statement):
@@ -307,7 +307,7 @@ class StreamJobServer:
     def _build_kafka(self, statement: Statement) -> KafkaServerJob:
         """A Kafka job: its output is the statement's ``kafka_sink`` (written through the
         job's producer, in its transactions) or else the sink the server would give it."""
-        from flowsql.server.kafka_job import JobStats, KafkaJob, KafkaJobSpec
+        from flowsql.runtime.kafka_job import JobStats, KafkaJob, KafkaJobSpec
 
         if STRATEGY_KEY in statement.properties:
             raise ConfigError(
@@ -359,7 +359,7 @@ class StreamJobServer:
         root = self.settings.checkpoint_dir
         if root is None or "checkpoint.dir" in statement.properties:
             return None
-        from flowsql.server.kafka_job import KafkaJobSpec
+        from flowsql.runtime.kafka_job import KafkaJobSpec
         from flowsql.state.checkpoint import FileCheckpointStore
 
         spec = KafkaJobSpec.from_statement(statement)
@@ -400,7 +400,7 @@ class StreamJobServer:
 
     def _registry_source(self, statement: Statement, letters: DeadLetterSink) -> Source:
         from flowsql.connectors.registry import sources_for
-        from flowsql.server.runner import _single_source
+        from flowsql.runtime.runner import _single_source
 
         sources = sources_for(
             statement,
@@ -569,7 +569,7 @@ def _bind(statement: Statement, source: Source) -> Statement:
 
 def _is_kafka_error(exc: BaseException) -> bool:
     """A confluent-kafka error no connector turned into a FlowSQLError: a 400, not a 500."""
-    from flowsql.connectors.kafka import ck
+    from flowsql.connectors.kafka.client import ck
 
     return ck is not None and isinstance(exc, ck.KafkaException)
 

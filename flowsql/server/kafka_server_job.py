@@ -26,8 +26,8 @@ from flowsql.server.job import (
 )
 
 if TYPE_CHECKING:
-    from flowsql.server.kafka_job import JobStats, KafkaJob
-    from flowsql.server.kafka_job import ProcessorFactory as KafkaProcessorFactory
+    from flowsql.runtime.kafka_job import JobStats, KafkaJob
+    from flowsql.runtime.kafka_job import ProcessorFactory as KafkaProcessorFactory
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class KafkaServerJob:
 
     def _close_outputs(self, state: JobState) -> JobState:
         """Close a sink the Kafka job does not own, and the dead-letter sinks."""
-        from flowsql.connectors.kafka import KafkaSink
+        from flowsql.connectors.kafka.client import KafkaSink
 
         _close_quietly(self.dead_letters, self.name)
         if isinstance(self.sink, KafkaSink):

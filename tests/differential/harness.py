@@ -39,7 +39,7 @@ def run_v2(
     sql: str, table: pa.Table, batch_size: int, partitions: int = V2_PARTITIONS
 ) -> list[Row]:
     """All rows of ``sql`` on the partitioned processor (V2), in emitted order."""
-    from flowsql.server.coordinator import PartitionedJobCoordinator
+    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
     v2 = PartitionedJobCoordinator(flowsql.Engine(sql).statement, num_partitions=partitions)
     return run_processor(v2, table, batch_size)

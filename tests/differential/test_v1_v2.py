@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowsql.server.coordinator import PartitionedJobCoordinator
-from flowsql.server.processor import SimpleJobProcessor
+from flowsql.runtime.coordinator import PartitionedJobCoordinator
+from flowsql.runtime.processor import SimpleJobProcessor
 from flowsql.sql import parse_one
 
 from .data import out_of_order, sorted_by_time, trades

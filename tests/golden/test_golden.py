@@ -31,7 +31,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flowsql.commands import register
+from flowsql.cli.run import register
 from flowsql.sql import parse
 
 CASES_DIR = Path(__file__).parent / "cases"

@@ -23,7 +23,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flowsql.commands import register
+from flowsql.cli.run import register
 from flowsql.connectors.jsonl import MAX_JSON_DEPTH
 
 FLOWSQL = str(Path(sys.executable).with_name("flowsql"))

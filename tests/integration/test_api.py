@@ -293,7 +293,7 @@ def test_cli_deploy_jobs_status_switch_stop(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from flowsql.server.commands import register
+    from flowsql.cli.server import register
 
     cli = typer.Typer()
     register(cli)
@@ -336,7 +336,7 @@ def test_cli_server_refuses_a_public_address_without_token(tmp_path: Path) -> No
     import typer
     from typer.testing import CliRunner
 
-    from flowsql.server.commands import register
+    from flowsql.cli.server import register
 
     cli = typer.Typer()
     register(cli)

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flowsql.commands import register
+from flowsql.cli.run import register
 
 TRADES = [
     {"symbol": "AAA", "price": 10.5, "quantity": 3, "timestamp": 1_704_067_200_000},

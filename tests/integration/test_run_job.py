@@ -15,8 +15,8 @@ from flowsql.connectors.generator import make_generator
 from flowsql.connectors.memory import MemorySink, MemorySource
 from flowsql.errors import ExecutionError
 from flowsql.records import ListDeadLetters
-from flowsql.server.processor import SimpleJobProcessor
-from flowsql.server.runner import run_job
+from flowsql.runtime.processor import SimpleJobProcessor
+from flowsql.runtime.runner import run_job
 from flowsql.sql import parse_one
 
 DEMO = (
@@ -145,7 +145,7 @@ def test_failing_processor_leaves_no_output(tmp_path: Path) -> None:
 
 
 def test_v2_processor_gives_the_same_rows(tmp_path: Path) -> None:
-    from flowsql.server.coordinator import PartitionedJobCoordinator
+    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
     table = _trades(20_000)
     statement = parse_one(DEMO)

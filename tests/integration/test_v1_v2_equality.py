@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from flowsql.engine import Engine
-from flowsql.server.coordinator import PartitionedJobCoordinator
-from flowsql.server.processor import SimpleJobProcessor
-from flowsql.server.twophase import jsonl_splits
+from flowsql.runtime.coordinator import PartitionedJobCoordinator
+from flowsql.runtime.processor import SimpleJobProcessor
+from flowsql.runtime.splits import jsonl_splits
 from flowsql.sql import parse_one
 from tests.differential.harness import run_processor
 
@@ -251,8 +251,8 @@ def test_emit_changes_from_jsonl_v2_gives_v1_changelog(
     be V1's row for row: one row per changed group per micro-batch."""
     from flowsql.connectors.files import JsonlSource
     from flowsql.connectors.memory import MemorySink
-    from flowsql.server.runner import run_job
-    from flowsql.server.twophase import source_splits
+    from flowsql.runtime.runner import run_job
+    from flowsql.runtime.splits import source_splits
 
     def source() -> JsonlSource:
         return JsonlSource(jsonl, name="trades", batch_size=300, chunk_bytes=50_000)
@@ -286,8 +286,8 @@ def test_v2_from_jsonl_gives_v1_rows_row_for_row(name: str, partitions: int, jso
     to the bit, with the same late count."""
     from flowsql.connectors.files import JsonlSource
     from flowsql.connectors.memory import MemorySink
-    from flowsql.server.runner import run_job
-    from flowsql.server.twophase import source_splits
+    from flowsql.runtime.runner import run_job
+    from flowsql.runtime.splits import source_splits
 
     def source() -> JsonlSource:
         return JsonlSource(jsonl, name="trades", batch_size=300, chunk_bytes=50_000)

@@ -18,9 +18,9 @@ import pytest
 from flowsql.connectors.files import open_sink
 from flowsql.connectors.paths import check_sink_path, environment_dirs
 from flowsql.errors import ConfigError
+from flowsql.runtime.worker import PACKAGE_HOME, clean_sys_path, worker_preparation
 from flowsql.server.config import ServerSettings
 from flowsql.server.jobserver import StreamJobServer
-from flowsql.server.worker import PACKAGE_HOME, clean_sys_path, worker_preparation
 
 FLOWSQL = str(Path(sys.executable).with_name("flowsql"))
 #: Modules the fork server, a worker or the engine import: planted in the working directory.

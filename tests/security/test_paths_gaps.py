@@ -26,12 +26,12 @@ from flowsql.connectors.dlq import JsonlDeadLetters
 from flowsql.connectors.files import open_sink, open_source
 from flowsql.errors import ConfigError, ConnectorError, FlowSQLError
 from flowsql.records import DeadLetter
+from flowsql.runtime.coordinator import PartitionedJobCoordinator
+from flowsql.runtime.runner import run_job
+from flowsql.runtime.splits import jsonl_splits, source_splits
 from flowsql.server.api import create_app
 from flowsql.server.config import ServerSettings
-from flowsql.server.coordinator import PartitionedJobCoordinator
 from flowsql.server.jobserver import StreamJobServer
-from flowsql.server.runner import run_job
-from flowsql.server.twophase import jsonl_splits, source_splits
 from flowsql.sql import parse_one
 from tests.security.test_paths import _outside, _swap_for_symlink
 

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flowsql.commands import register
+from flowsql.cli.run import register
 from flowsql.errors import ConfigError
 from flowsql.plan.explain import explain
 from flowsql.redaction import (

@@ -27,12 +27,12 @@ import pytest
 from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.coordinator import PartitionedJobCoordinator
+from flowsql.runtime.splits import SplitData, jsonl_splits
+from flowsql.runtime.worker import DEFAULT_HEARTBEAT_TIMEOUT_S, heartbeat_timeout
 from flowsql.server.config import ServerSettings
-from flowsql.server.coordinator import PartitionedJobCoordinator
 from flowsql.server.job import JobState
 from flowsql.server.jobserver import StreamJobServer
-from flowsql.server.twophase import SplitData, jsonl_splits
-from flowsql.server.worker import DEFAULT_HEARTBEAT_TIMEOUT_S, heartbeat_timeout
 from flowsql.sql import parse_one
 
 # Workers unpickle BusySplit by its module name (``security.test_stalled_worker``

@@ -159,7 +159,7 @@ def test_cli_and_same_origin_requests_are_served(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from flowsql.server.commands import register
+    from flowsql.cli.server import register
 
     cli = typer.Typer()
     register(cli)
@@ -213,7 +213,7 @@ def test_cli_server_refuses_a_short_token(monkeypatch: pytest.MonkeyPatch) -> No
     import typer
     from typer.testing import CliRunner
 
-    from flowsql.server.commands import register
+    from flowsql.cli.server import register
 
     def serve_forever(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the server started with a 3-character token")

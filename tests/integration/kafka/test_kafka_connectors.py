@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from flowsql.connectors.kafka import (
+from flowsql.connectors.kafka.client import (
     DLQ_ERROR,
     DLQ_POSITION,
     KafkaDeadLetters,

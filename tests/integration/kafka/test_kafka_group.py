@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from flowsql.engine import query
-from flowsql.server.kafka_job import KafkaJob
+from flowsql.runtime.kafka_job import KafkaJob
 from flowsql.sql import parse_one
 from tests.integration.kafka.kafka_helpers import (
     json_rows,
@@ -140,7 +140,7 @@ def test_exactly_once_in_a_consumer_group_commits_offsets_in_the_transaction(
 
 
 def test_plain_source_joins_the_group_when_unbounded(bootstrap, new_topic):
-    from flowsql.connectors.kafka import kafka_source_from_properties
+    from flowsql.connectors.kafka.client import kafka_source_from_properties
 
     topic = new_topic("plain-unbounded", 2)
     produce_json(bootstrap, topic, trades(500), key="symbol")

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowsql.server.kafka_job import CRASH_ENV, KafkaJob, KafkaJobSpec
+from flowsql.runtime.kafka_job import CRASH_ENV, KafkaJob, KafkaJobSpec
 from flowsql.sql import parse_one
 from tests.integration.kafka.kafka_helpers import json_rows, produce, produce_json, read_all
 
@@ -116,7 +116,7 @@ def _run_subprocess(
     path = tmp_path / f"job-{time.monotonic_ns()}.sql"
     path.write_text(sql)
     return subprocess.Popen(
-        [sys.executable, "-m", "flowsql.server.kafka_job", str(path)],
+        [sys.executable, "-m", "flowsql.runtime.kafka_job", str(path)],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from flowsql.commands import register
+from flowsql.cli.run import register
 from flowsql.engine import query
 from flowsql.server.api import create_app
 from flowsql.server.config import ServerSettings

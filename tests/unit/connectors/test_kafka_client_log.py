@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("confluent_kafka")
 
-from flowsql.connectors.kafka import (  # noqa: E402
+from flowsql.connectors.kafka.client import (  # noqa: E402
     CLIENT_LOG,
     TopicSpec,
     admin_config,

@@ -9,6 +9,7 @@ import pytest
 
 from flowsql.errors import ConfigError
 from flowsql.plan.nodes import Scan, Statement
+from flowsql.runtime.failures import FailurePolicy, FailureStrategy, duration_ms
 from flowsql.server.config import (
     FileAccessError,
     FileRoots,
@@ -21,7 +22,6 @@ from flowsql.server.config import (
     load_settings,
     validate_settings,
 )
-from flowsql.server.failures import FailurePolicy, FailureStrategy, duration_ms
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -74,7 +74,7 @@ def test_kafka_counters_are_exported_for_kafka_jobs_only():
 def test_flowsql_status_shows_the_kafka_fields():
     from rich.console import Console
 
-    from flowsql.server.commands import _status_table
+    from flowsql.cli.server import _status_table
 
     status = {
         "name": "k",

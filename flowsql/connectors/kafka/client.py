@@ -16,7 +16,7 @@ separated columns) or by a selected ``_key`` column.
 
 This module holds the plain :class:`KafkaSource` (all partitions merged into
 one stream, no offset commits: for bounded reads, backfills and previews) and
-:class:`KafkaSink`; ``flowsql.server.kafka_job`` runs Kafka jobs with
+:class:`KafkaSink`; ``flowsql.runtime.kafka_job`` runs Kafka jobs with
 checkpoints, consumer groups and exactly-once on top of the same pieces.
 """
 
@@ -681,7 +681,7 @@ class KafkaSource:
     group's committed offset (else ``auto.offset.reset``) up to the end offset
     that existed at start, then ends. Unbounded: joins the consumer group and
     reads until closed. This source never commits offsets; jobs that need
-    restarts without loss run through ``flowsql.server.kafka_job``.
+    restarts without loss run through ``flowsql.runtime.kafka_job``.
     """
 
     def __init__(self, spec: TopicSpec, dead_letters: DeadLetterSink | None = None) -> None:

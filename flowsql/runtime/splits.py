@@ -49,7 +49,7 @@ from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, WINDOW_START, DeadLet
 
 if TYPE_CHECKING:
     from flowsql.engine import Engine
-    from flowsql.server.coordinator import PartitionedJobCoordinator
+    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
 #: Bytes per split of a JSON lines file (one bulk decode each).
 SPLIT_BYTES = 4 << 20

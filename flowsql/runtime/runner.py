@@ -20,7 +20,7 @@ from flowsql.engine import DEFAULT_BATCH_SIZE
 from flowsql.errors import ConfigError, ConnectorError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
-from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _splits(source: Source, proc: JobProcessor, batch_size: int) -> list[Any] | 
     can_split = getattr(proc, "can_split", None)
     if run_splits is None or (can_split is not None and not can_split()):
         return None
-    from flowsql.server.twophase import source_splits
+    from flowsql.runtime.splits import source_splits
 
     return source_splits(source, batch_size=batch_size)
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowsql.server.router import HashRouter, hash_array
+from flowsql.runtime.router import HashRouter, hash_array
 
 SAMPLE = {
     "s": ["AAPL", "MSFT", None, "", "a much longer symbol name than eight bytes", "AAPL"],
@@ -23,7 +23,7 @@ SAMPLE = {
 _CHILD = """
 import json, sys
 import pyarrow as pa
-from flowsql.server.router import HashRouter
+from flowsql.runtime.router import HashRouter
 data = json.loads(sys.argv[1])
 batch = pa.RecordBatch.from_pydict(data)
 print(json.dumps([int(h) for h in HashRouter(["s", "i"], 7).hash_rows(batch)]))

@@ -1,8 +1,8 @@
 """The ``flowsql`` command.
 
-Commands live with the layer they drive and register themselves here:
-run/demo/explain/validate (``flowsql.commands``), the job server
-(``flowsql.server.commands``) and benchmarks (``flowsql.bench.commands``).
+One module per group of commands, each registering itself on :data:`app`:
+run/demo/explain/validate (``flowsql.cli.run``), the job server and its client
+commands (``flowsql.cli.server``) and benchmarks (``flowsql.cli.bench``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_COMMAND_MODULES = ("flowsql.commands", "flowsql.server.commands", "flowsql.bench.commands")
+_COMMAND_MODULES = ("flowsql.cli.run", "flowsql.cli.server", "flowsql.cli.bench")
 
 
 def _register() -> None:

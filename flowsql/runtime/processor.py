@@ -1,7 +1,7 @@
 """The ``JobProcessor`` protocol and the single-threaded V1 processor.
 
 A job's processor runs its SQL over the batches a source delivers. V1 runs one
-engine in the calling thread; V2 (``flowsql.server.coordinator``) routes rows by
+engine in the calling thread; V2 (``flowsql.runtime.coordinator``) routes rows by
 key to partitions that run in parallel. Both give the same rows.
 """
 

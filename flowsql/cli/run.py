@@ -1,7 +1,7 @@
 """``flowsql run``, ``demo``, ``explain`` and ``validate``.
 
 A statement whose source is ``'<src>.type'='kafka_source'`` runs as a Kafka job
-(``flowsql.server.kafka_job``: checkpoints, offsets committed after the sink
+(``flowsql.runtime.kafka_job``: checkpoints, offsets committed after the sink
 flushed, exactly-once when WITH asks for it) until its bounded input ends
 (``'<src>.bounded'='latest'``) or Ctrl-C/SIGTERM, which stop it cleanly with a
 final checkpoint (exit 0).
@@ -40,7 +40,7 @@ from flowsql.redaction import (
 )
 
 if TYPE_CHECKING:
-    from flowsql.server.kafka_job import KafkaJob
+    from flowsql.runtime.kafka_job import KafkaJob
 
 DEMO_SQL = (
     "SELECT symbol, COUNT(*) AS count, AVG(price) AS avg_price\n"
@@ -169,7 +169,7 @@ def _run_plain(
     kafka_jobs: list[KafkaJob],
     letters: DeadLetterSink,
 ) -> str:
-    from flowsql.server.runner import run_job
+    from flowsql.runtime.runner import run_job
 
     try:
         report = run_job(
@@ -187,7 +187,7 @@ def _run_plain(
 
 def _is_kafka(statement: Statement, bound: Mapping[str, str]) -> bool:
     """A Kafka job, unless ``--input`` rebinds its source to a file."""
-    from flowsql.server.kafka_settings import is_kafka_job
+    from flowsql.runtime.kafka_spec import is_kafka_job
 
     return is_kafka_job(statement) and not any(s in bound for s in statement.sources)
 
@@ -202,7 +202,7 @@ def _prepare_kafka(
     """Build every Kafka job (clients, topics checked) before anything runs. Its output
     is its ``kafka_sink``, else ``--output`` (last statement) or the console."""
     from flowsql.connectors.registry import sink_for
-    from flowsql.server.kafka_job import KafkaJob, KafkaJobSpec
+    from flowsql.runtime.kafka_job import KafkaJob, KafkaJobSpec
 
     built: list[KafkaJob] = []
     for i, statement in enumerate(statements):
@@ -374,11 +374,11 @@ def _processor_factory(
     count = choice.partitions or _int_annotation(statement, "num_partitions")
     event_time = choice.event_time
     if mode == "v1":
-        from flowsql.server.processor import SimpleJobProcessor
+        from flowsql.runtime.processor import SimpleJobProcessor
 
         return lambda stmt, dl: SimpleJobProcessor(stmt, event_time=event_time, dead_letters=dl)
     try:
-        from flowsql.server.coordinator import PartitionedJobCoordinator
+        from flowsql.runtime.coordinator import PartitionedJobCoordinator
     except ImportError as exc:
         _fail(f"the V2 processor is not available in this build ({exc}); use --processor v1")
     return lambda stmt, dl: PartitionedJobCoordinator(
@@ -624,7 +624,7 @@ def demo(
     from flowsql.connectors.generator import make_generator
     from flowsql.connectors.memory import MemorySink
     from flowsql.connectors.stdout import TableSink
-    from flowsql.server.runner import run_job
+    from flowsql.runtime.runner import run_job
     from flowsql.sql import parse_one
 
     console = Console(highlight=False)

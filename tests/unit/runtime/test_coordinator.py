@@ -17,14 +17,14 @@ from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, split_plan
 from flowsql.records import ListDeadLetters
-from flowsql.server.coordinator import (
+from flowsql.runtime.coordinator import (
     BatchError,
     PartitionedJobCoordinator,
     prior_max,
 )
-from flowsql.server.ordering import output_order
-from flowsql.server.processor import JobProcessor
-from flowsql.server.twophase import jsonl_splits, shift_letter
+from flowsql.runtime.ordering import output_order
+from flowsql.runtime.processor import JobProcessor
+from flowsql.runtime.splits import jsonl_splits, shift_letter
 from flowsql.sql import parse_one
 
 T0 = 1_700_000_000_000

@@ -1,7 +1,7 @@
 """V2: ``PartitionedJobCoordinator``, the hash-partitioned multi-core processor.
 
 The coordinator runs in the caller's thread; each partition is a worker process
-with a private engine (``flowsql.server.worker``). For every input batch:
+with a private engine (``flowsql.runtime.worker``). For every input batch:
 
 1. assign event time (``_timestamp``) here, before routing, exactly as V1's
    engine would;
@@ -14,7 +14,7 @@ with a private engine (``flowsql.server.worker``). For every input batch:
    which every partition advances, so windows close in all partitions
    together (the watermark is the same for all: min over partitions = global);
 4. collect the partitions' outputs for the batch and merge them into V1's
-   order (``flowsql.server.ordering``): window end, window start, then key for
+   order (``flowsql.runtime.ordering``): window end, window start, then key for
    aggregates; arrival order for everything else.
 
 Up to ``max_in_flight`` batches per partition are outstanding, so routing the
@@ -23,13 +23,13 @@ later ``process_batch`` (or ``drain``/``flush``) call, always in input order.
 
 No wait on a worker is unbounded: a worker that dies is seen at once (its
 process sentinel), one that stalls with work outstanding within
-``'v2.heartbeat.timeout'`` (see ``flowsql.server.worker``); either fails the
+``'v2.heartbeat.timeout'`` (see ``flowsql.runtime.worker``); either fails the
 call with an :class:`ExecutionError` naming the partition and the pid.
 
 Queries whose routing strategy is ``single`` (LIMIT, DISTINCT, ORDER BY over
 everything, ...) run on one partition; ``two_phase`` queries (global
 aggregates) also run on one partition on this path, while ``run_splits``
-(the source-parallel path, ``flowsql.server.twophase``) aggregates them in
+(the source-parallel path, ``flowsql.runtime.splits``) aggregates them in
 two phases.
 """
 
@@ -57,10 +57,10 @@ from flowsql.plan import nodes as n
 from flowsql.plan.expr import Col
 from flowsql.plan.partial import reads_column, split_plan
 from flowsql.records import ARRIVAL, OFFSET, TIMESTAMP, DeadLetterSink, ListDeadLetters
-from flowsql.server.ordering import output_order
-from flowsql.server.router import HashRouter
-from flowsql.server.twophase import SourceSplit, SplitRun
-from flowsql.server.worker import (
+from flowsql.runtime.ordering import output_order
+from flowsql.runtime.router import HashRouter
+from flowsql.runtime.splits import SourceSplit, SplitRun
+from flowsql.runtime.worker import (
     EngineSpec,
     PartitionError,
     PartitionWorker,
@@ -261,7 +261,7 @@ class PartitionedJobCoordinator:
 
     def run_splits(self, splits: Iterable[SourceSplit]) -> Iterator[pa.RecordBatch]:
         """Run the query over a bounded input given as splits, each read and
-        decoded by a worker (``flowsql.server.twophase``); yield every output
+        decoded by a worker (``flowsql.runtime.splits``); yield every output
         batch in order, the end-of-input flush included.
 
         Uses ``requested_partitions`` workers whatever the routing strategy:
@@ -531,7 +531,7 @@ def split_state(
     """Split one ``Engine.snapshot()`` (from V1 or merged from V2) per partition.
 
     ``arrival``: the partitions' rows carry ``__arrival`` (see
-    ``flowsql.server.ordering``); rows held back by ROWS functions get numbers
+    ``flowsql.runtime.ordering``); rows held back by ROWS functions get numbers
     before any new row's, in the order they arrived.
     """
     parts = router.num_partitions

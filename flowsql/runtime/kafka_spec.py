@@ -9,7 +9,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from flowsql.connectors.kafka import TopicSpec
+from flowsql.connectors.kafka.client import TopicSpec
 from flowsql.errors import ConfigError
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import routing

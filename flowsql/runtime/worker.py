@@ -1,6 +1,6 @@
 """Worker processes of the V2 coordinator and the wire between them.
 
-Each partition of a :class:`~flowsql.server.coordinator.PartitionedJobCoordinator`
+Each partition of a :class:`~flowsql.runtime.coordinator.PartitionedJobCoordinator`
 is one process that owns a private :class:`~flowsql.engine.Engine`. The
 coordinator talks to it over two one-way OS pipes (enlarged to 1 MiB, so a
 10K-row batch usually crosses in one write and one read):
@@ -73,8 +73,8 @@ PRELOAD = (
     "sqlglot",
     "flowsql.sql",
     "flowsql.engine",
-    "flowsql.server.worker",
-    "flowsql.server.twophase",
+    "flowsql.runtime.worker",
+    "flowsql.runtime.splits",
     "flowsql.exec.basic",
     "flowsql.exec.aggregate",
     "flowsql.exec.rows",
@@ -792,7 +792,7 @@ class EngineHandler:
     Batches arrive with ``_timestamp`` already assigned by the coordinator (and,
     for windowed queries, ``__prior_max_event_time``), so the engine takes event
     time from ``_timestamp`` as is. The engine is built on first use: a worker
-    that only runs splits (``flowsql.server.twophase``) never needs it.
+    that only runs splits (``flowsql.runtime.splits``) never needs it.
     """
 
     def __init__(self, statement: Statement, job: str) -> None:
@@ -834,7 +834,7 @@ class EngineHandler:
         return out, self._reply(value)
 
     def _split(self, task: Any) -> tuple[list[pa.RecordBatch], Reply]:
-        from flowsql.server.twophase import run_split
+        from flowsql.runtime.splits import run_split
 
         out, (metrics, letters, result) = run_split(task, self.job)
         return out, Reply(metrics.late_records, letters, False, metrics.max_event_time, result)

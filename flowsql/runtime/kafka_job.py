@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowsql.connectors.base import Sink
-from flowsql.connectors.kafka import (
+from flowsql.connectors.kafka.client import (
     ClientErrors,
     DeliveryFailures,
     EndTracker,
@@ -60,22 +60,22 @@ from flowsql.connectors.kafka import (
     split_events,
     topic_partitions,
 )
-from flowsql.errors import ConfigError, ConnectorError, ExecutionError
-from flowsql.plan import nodes as n
-from flowsql.records import DeadLetterSink
-from flowsql.server.kafka_repartition import (
+from flowsql.connectors.kafka.repartition import (
     from_ipc,
     message_chunks,
     split_by_partition,
     to_ipc,
 )
-from flowsql.server.kafka_settings import (  # noqa: F401 - is_kafka_job re-exported
+from flowsql.errors import ConfigError, ConnectorError, ExecutionError
+from flowsql.plan import nodes as n
+from flowsql.records import DeadLetterSink
+from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
     KafkaJobSpec,
     is_kafka_job,
 )
-from flowsql.server.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 from flowsql.state.checkpoint import (
     Checkpoint,
     CheckpointStore,
@@ -507,7 +507,7 @@ class KafkaJob:
         """Repartition: rows to the internal topic, by their routing key."""
         parts = len(self.source_partitions)
         if self.spec.route_columns:
-            from flowsql.server.router import HashRouter
+            from flowsql.runtime.router import HashRouter
 
             slices = HashRouter(self.spec.route_columns, parts).split(batch)
         else:
@@ -797,7 +797,7 @@ def run_kafka_job(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flowsql.server.kafka_job FILE.sql``: run the file's Kafka statement."""
+    """``python -m flowsql.runtime.kafka_job FILE.sql``: run the file's Kafka statement."""
     import json
     import sys
 
@@ -805,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m flowsql.server.kafka_job FILE.sql", file=sys.stderr)
+        print("usage: python -m flowsql.runtime.kafka_job FILE.sql", file=sys.stderr)
         return 2
     logging.basicConfig(level=os.environ.get("FLOWSQL_LOG", "WARNING"))
     with open(args[0]) as f:

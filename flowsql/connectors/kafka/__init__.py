@@ -1,0 +1,1 @@
+"""Kafka connectors: clients, sources, sinks, dead letters, the repartition topic."""

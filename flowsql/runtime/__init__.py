@@ -1,0 +1,1 @@
+"""flowsql.runtime: everything that runs a statement (processors V1/V2, drivers, failure policies)."""

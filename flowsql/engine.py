@@ -54,6 +54,8 @@ class Engine:
         dead_letters: where undecodable/late records go (default: kept in
             ``self.dead_letters`` when it is a ``ListDeadLetters``).
         job: name used in errors and metrics.
+        stamped: the rows arrive with their event time in ``_timestamp`` already
+            (the output of an upstream engine, e.g. V2's per-split partials).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Engine:
         event_time: str | None = None,
         dead_letters: DeadLetterSink | None = None,
         job: str | None = None,
+        stamped: bool = False,
     ) -> None:
         statement = _parse(sql) if isinstance(sql, str) else sql
         self.statement = statement
@@ -70,7 +73,8 @@ class Engine:
         self.dead_letters: DeadLetterSink = dead_letters or ListDeadLetters()
         self.metrics = EngineMetrics()
         source = statement.sources[0] if statement.sources else ""
-        self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
+        column = TIMESTAMP if stamped else event_time_column(statement, event_time)
+        self._clock = EventTimeAssigner(column, "" if stamped else source)
         self.operators: list[Operator] = compile_plan(statement.plan, self.ctx)
         self._stamp_prior_max = has_windowed_aggregate(statement.plan)
 
@@ -127,7 +131,8 @@ class Engine:
         return self._finish(carried)
 
     def snapshot(self) -> dict[str, Any]:
-        """State of every operator plus the engine's counters."""
+        """State of every operator (``"operators"``, in chain order) plus the
+        engine's counters (``flowsql.state.snapshots`` re-shards it by key)."""
         return {
             "operators": [op.snapshot() for op in self.operators],
             "max_event_time": self.metrics.max_event_time,

@@ -10,6 +10,15 @@ from flowsql.bench.scenarios import REFERENCE_V1_PER_CORE
 from flowsql.bench.suite import SuiteRun
 
 
+def have_matplotlib() -> bool:
+    """Whether matplotlib (the 'bench' extra) imports; without it there is no chart."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def plot(suite: SuiteRun, path: Path) -> Path:
     """Draw the checked rates of ``suite`` as grouped bars into ``path``."""
     import matplotlib

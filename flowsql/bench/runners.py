@@ -9,7 +9,8 @@ an :class:`~flowsql.bench.measure.Outcome` whose seconds cover only the work:
   same batches (or from the JSONL file, decode included) into a counting sink;
   ``run_job`` closes the processor, so stopping V2's workers is timed;
 - **ceiling**: the numpy kernel of :mod:`flowsql.bench.ceiling`;
-- **DuckDB**: the equivalent batch SQL over the same Arrow table, one thread.
+- **DuckDB**: the equivalent batch SQL over the same Arrow table, one thread
+  (skipped without the 'bench' extra).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class CountingSink:
         return None
 
     def close(self) -> None:
+        return None
+
+    def abort(self) -> None:
         return None
 
 
@@ -163,6 +167,15 @@ def numpy_ceiling(scenario: Scenario, batches: list[pa.RecordBatch]) -> Run:
         return clock.outcome(rows, groups)
 
     return run
+
+
+def have_duckdb() -> bool:
+    """Whether DuckDB (the 'bench' extra) imports; without it there is no DuckDB run."""
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def duckdb_batch(scenario: Scenario, batches: list[pa.RecordBatch], threads: int = 1) -> Run:

@@ -2,7 +2,7 @@
 
 Per scenario: generate the data once (not timed); run **direct**, **V1**, **V2**
 at each partition count (from memory, or from a JSONL file written once with
-``source="jsonl"``), the numpy **ceiling** and **DuckDB**; with ``peers``, the
+``source="jsonl"``), the numpy **ceiling** and **DuckDB** (when installed); with ``peers``, the
 shared filter + tumbling workload on flowsql, Quix Streams and Bytewax. Row
 counts are checked afterwards (:mod:`flowsql.bench.report`).
 """
@@ -83,7 +83,8 @@ class SuiteRun:
 
 def planned_runs(opts: BenchOptions) -> int:
     """How many timed runs ``run_suite`` will make (for the progress bar)."""
-    per_scenario = (4 + len(opts.partitions)) * opts.repeat
+    fixed = 4 if runners.have_duckdb() else 3  # direct, V1, ceiling and DuckDB
+    per_scenario = (fixed + len(opts.partitions)) * opts.repeat
     total = per_scenario * len(opts.scenarios)
     if opts.peers:
         total += 4 * opts.repeat
@@ -110,7 +111,6 @@ def warm_up() -> None:
 
     for module in (
         "polars",
-        "duckdb",
         "msgspec",
         "flowsql.sql",
         "flowsql.connectors.files",
@@ -121,6 +121,7 @@ def warm_up() -> None:
         "flowsql.runtime.splits",
     ):
         importlib.import_module(module)
+    runners.have_duckdb()  # imports DuckDB when the 'bench' extra is installed
 
 
 @dataclass
@@ -148,8 +149,9 @@ def _run_scenario(suite: SuiteRun, scenario: Scenario, tmp: Path, say: Progress)
     plan = [_plan(scenario.name, "direct", "memory", runners.direct(statement, batches))]
     plan += _plan_jobs(scenario.name, statement, source, opts)
     plan.append(_plan(scenario.name, "ceiling", "memory", runners.numpy_ceiling(scenario, batches)))
-    duck = runners.duckdb_batch(scenario, batches, opts.duckdb_threads)
-    plan.append(_plan(scenario.name, "duckdb", "memory", duck))
+    if runners.have_duckdb():
+        duck = runners.duckdb_batch(scenario, batches, opts.duckdb_threads)
+        plan.append(_plan(scenario.name, "duckdb", "memory", duck))
     _measure_interleaved(suite, plan, opts.records, opts.repeat, say)
 
 

@@ -14,6 +14,9 @@ from flowsql.bench import scenarios as sc
 
 log = logging.getLogger(__name__)
 
+BENCH_EXTRA = "pip install 'flowsql[bench]'"
+PEERS_EXTRA = "pip install 'flowsql[peers]'"
+
 
 def register(app: typer.Typer) -> None:
     """Add ``bench`` to the ``flowsql`` app."""
@@ -58,6 +61,8 @@ def bench(
 ) -> None:
     """Benchmark flowsql: engine direct, V1 and V2 over the reference scenarios,
     against the numpy ceiling, DuckDB and (--peers) Quix Streams and Bytewax."""
+    from flowsql.bench.plot import have_matplotlib
+    from flowsql.bench.runners import have_duckdb
     from flowsql.bench.suite import BenchOptions
 
     opts = BenchOptions(
@@ -69,9 +74,14 @@ def bench(
         repeat=repeat,
         batch_size=batch_size,
         peer_records=peer_records,
-        peers_python=peers_python,
+        peers_python=_peers_python(peers_python) if peers else peers_python,
         duckdb_threads=duckdb_threads,
     )
+    if not have_duckdb():
+        _note(f"skipping the DuckDB reference: duckdb is not installed ({BENCH_EXTRA})")
+    if plot_path is not None and not have_matplotlib():
+        _note(f"skipping the chart: matplotlib is not installed ({BENCH_EXTRA})")
+        plot_path = None
     _run(opts, json_path, plot_path)
 
 
@@ -117,6 +127,22 @@ def _run(opts: object, json_path: Path | None, plot_path: Path | None) -> None:
 
         plot(suite, plot_path)
         console.print(f"chart: {plot_path}")
+
+
+def _peers_python(explicit: str | None) -> str:
+    """The interpreter that runs Quix Streams and Bytewax, or exit 2 naming the extra."""
+    from flowsql.bench.peers import peer_python
+
+    python = peer_python(explicit)
+    if python is None:
+        raise _fail(
+            f"--peers needs Quix Streams and Bytewax: {PEERS_EXTRA} (or --peers-python PATH)"
+        )
+    return python
+
+
+def _note(message: str) -> None:
+    typer.echo(f"note: {message}", err=True)
 
 
 def _fail(message: str) -> typer.Exit:

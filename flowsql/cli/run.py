@@ -29,6 +29,7 @@ import typer
 from rich.console import Console
 
 from flowsql.errors import FlowSQLError, did_you_mean
+from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
 from flowsql.redaction import (
@@ -419,7 +420,8 @@ def _dead_letter_sink(dlq: Path | None, statements: list[Statement]) -> _Letters
     from flowsql.connectors.paths import check_sink_path
 
     path = dlq or next(
-        (Path(s.properties["dlq.path"]) for s in statements if "dlq.path" in s.properties), None
+        (Path(p) for s in statements if (p := options.get(s.properties, options.DLQ_PATH))),
+        None,
     )
     if path is None:
         return _Letters(None)

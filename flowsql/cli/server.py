@@ -109,13 +109,27 @@ def deploy(
     file: Annotated[Path, typer.Argument(help="SQL file: one job per statement.")],
     url: ServerUrl = DEFAULT_URL,
     as_json: AsJson = False,
+    restore: Annotated[
+        bool,
+        typer.Option(
+            "--restore/--no-restore",
+            help="Continue a stopped job's state when the same statement is deployed again.",
+        ),
+    ] = True,
 ) -> None:
     """Deploy a SQL app to the job server."""
     try:
         sql = file.read_text(encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot read SQL file {file}: {exc.strerror or exc}", code=2)
-    body = _request("POST", url, "/jobs", content=sql, headers={"content-type": "text/plain"})
+    body = _request(
+        "POST",
+        url,
+        "/jobs",
+        content=sql,
+        headers={"content-type": "text/plain"},
+        params={"restore": str(restore).lower()},
+    )
     _show(body, as_json, lambda: _jobs_table(body["jobs"], "deployed"))
 
 
@@ -256,6 +270,7 @@ _STATUS_FIELDS = (
     "started_at",
     "finished_at",
     "switches",
+    "restored",
     "sql",
 )
 
@@ -268,6 +283,8 @@ def _status_table(status: dict[str, Any]) -> Table:
         value = status.get(field)
         if isinstance(value, list):
             value = ", ".join(map(str, value)) or "-"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         table.add_row(field, "-" if value is None else str(value))
     for field, value in (status.get("kafka") or {}).items():
         if isinstance(value, list):

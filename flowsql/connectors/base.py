@@ -26,10 +26,18 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """Where result batches go."""
+    """Where result batches go.
+
+    ``close`` makes what was written final (a file sink renames its temporary
+    file into place); ``abort`` ends a failed job: it drops what it can of the
+    unfinished output (a file sink deletes its temporary file) and releases
+    everything, and it never raises for a sink that was already closed.
+    """
 
     def write(self, batch: pa.RecordBatch) -> None: ...
 
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def abort(self) -> None: ...

@@ -258,9 +258,6 @@ def sink_stream(statement: Statement) -> str:
     return declared[0] if len(declared) == 1 else statement.name
 
 
-_sink_stream = sink_stream  # the job server's name for it
-
-
 def _output_format(output: str | Path, declared: str | None) -> str | None:
     try:
         format_of(output)

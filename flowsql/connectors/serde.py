@@ -232,12 +232,19 @@ _AVRO_ARROW: dict[str, pa.DataType] = {
 }
 
 
+def _fastavro() -> Any:
+    try:
+        import fastavro
+    except ImportError as exc:
+        raise ConnectorError("avro format needs fastavro: pip install 'flowsql[kafka]'") from exc
+    return fastavro
+
+
 class AvroDeserializer:
     """Schemaless Avro records -> columns (fastavro, one call per message)."""
 
     def __init__(self, schema: dict[str, Any], confluent: bool = False) -> None:
-        import fastavro
-
+        fastavro = _fastavro()
         self._parsed = fastavro.parse_schema(schema)
         self._read = fastavro.schemaless_reader
         self.fields = [f["name"] for f in schema.get("fields", [])]
@@ -327,10 +334,10 @@ class AvroSerializer:
         self.schema = schema
         self._parsed: Any = None
         self.header = _CONFLUENT_HEADER.pack(0, 0) if confluent else b""
+        _fastavro()  # a missing extra fails when the job starts, not at its first batch
 
     def encode(self, batch: pa.RecordBatch) -> list[bytes]:
-        import fastavro
-
+        fastavro = _fastavro()
         if self._parsed is None:
             self._parsed = fastavro.parse_schema(self.schema or arrow_to_avro(batch.schema))
         write, parsed, header = fastavro.schemaless_writer, self._parsed, self.header
@@ -360,12 +367,13 @@ def compile_proto(path: str | Path, message: str | None = None) -> type:
     """
     try:
         import grpc_tools
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
         from grpc_tools import protoc
     except ImportError as exc:
         raise ConnectorError(
-            "protobuf format needs protoc: pip install 'flowsql[kafka]' (grpcio-tools)"
+            f"protobuf format needs protobuf and grpcio-tools ({exc.name} is missing):"
+            " pip install 'flowsql[kafka]'"
         ) from exc
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     proto = Path(path).resolve()
     if not proto.is_file():

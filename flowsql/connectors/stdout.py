@@ -55,6 +55,10 @@ class TableSink:
     def close(self) -> None:
         self.console.print(self.render())
 
+    def abort(self) -> None:
+        """Show nothing: the job failed, its error is what the user needs."""
+        self._shown.clear()
+
     def render(self) -> Table:
         """The rich table of the rows shown so far."""
         names = self._shown[0].schema.names if self._shown else []
@@ -98,4 +102,8 @@ class StdoutJsonlSink:
         self.stream.flush()
 
     def close(self) -> None:
+        self.stream.flush()
+
+    def abort(self) -> None:
+        """What was printed stays printed; push out what is buffered."""
         self.stream.flush()

@@ -28,8 +28,8 @@ it; ``flush()`` does the same at +infinity and emits non-windowed EMIT FINAL
 groups. Rows come out ordered by (window end, window start, key values), keys
 ascending with NULLs last.
 
-Snapshot format (``snapshot()``, picklable; ``restore`` / ``merge_state`` /
-``split_snapshot`` read it)::
+Snapshot format (``snapshot()``, picklable; ``restore``, ``merge_state``,
+``split`` and ``merge`` read it)::
 
     {"format": "flowsql.aggregate/1", "operator": name, "state_key": str,
      "keys": [key names], "key_types": [pa.DataType], "arg_types": [pa.DataType | None],
@@ -41,8 +41,9 @@ Snapshot format (``snapshot()``, picklable; ``restore`` / ``merge_state`` /
                            # _timestamp), then "<agg name>.<field>" state columns
 
 State is stored by key *values*, so it can be split by key to move a job to
-more partitions (``split_snapshot``) and merged back (``merge_state``, which
-also combines partial aggregates of the same groups: two-phase aggregation).
+more partitions (``split``: the router hashes the groups' key values) and
+merged back (``merge``: disjoint groups concatenated). ``merge_state`` also
+combines partial aggregates of the same groups (two-phase aggregation).
 
 Known limits: EMIT CHANGES on sessions does not retract a session that a later
 record merged into another (its last row stays the pre-merge value); group
@@ -53,7 +54,7 @@ SUM/AVG(DISTINCT) are not supported.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,8 @@ import pyarrow.compute as pc
 from flowsql.errors import ExecutionError
 from flowsql.exec.aggregators import Aggregator, Grouping, make_aggregator
 from flowsql.exec.groupkeys import GroupKeys, grow
-from flowsql.exec.operator import OperatorContext
+from flowsql.exec.operator import KeyRouter, OperatorContext
+from flowsql.exec.state import key_columns, merge_values, split_table
 from flowsql.exec.windows import (
     END_OF_TIME,
     NO_TIME,
@@ -81,13 +83,24 @@ from flowsql.exec.windows import (
 from flowsql.plan.expr import Col, Expr
 from flowsql.plan.nodes import Aggregate, WindowSpec
 from flowsql.records import TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
-from flowsql.state.snapshots import SNAPSHOT_FORMAT, check_snapshot, split_snapshot
 
-__all__ = ["PRIOR_MAX", "AggregateOp", "split_snapshot"]
+__all__ = ["PRIOR_MAX", "AggregateOp"]
 
 #: Column a V2 coordinator may add: global max event time before each row.
 PRIOR_MAX = "__prior_max_event_time"
 MAX_TS = "__max_ts"
+SNAPSHOT_FORMAT = "flowsql.aggregate/1"
+
+
+def check_snapshot(state: dict[str, Any], state_key: str) -> None:
+    """Refuse a snapshot that is not an aggregate's or is for another query."""
+    if state.get("format") != SNAPSHOT_FORMAT:
+        raise ExecutionError(f"not an aggregate snapshot (format {state.get('format')!r})")
+    if state.get("state_key") != state_key:
+        raise ExecutionError(
+            f"snapshot is for {state.get('state_key')}, not {state_key}: the query changed"
+        )
+
 
 Evaluator = Callable[[pa.RecordBatch], pa.Array]
 
@@ -678,6 +691,27 @@ class AggregateOp:
         if not self.windowed:
             stamps = table.column(MAX_TS).to_numpy()
             self._max_ts[slots] = np.maximum(self._max_ts[slots], stamps)
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        """One snapshot per partition: the groups whose key values it owns."""
+        if router.num_partitions == 1:
+            return [state]
+        groups: pa.Table = state["groups"]
+        columns = key_columns(groups.schema.names, router, self._stored_as)
+        return [dict(state, groups=part) for part in split_table(groups, columns, router)]
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Snapshots of disjoint groups as one: groups concatenated, settings
+        kept, event-time maxima maxed."""
+        merged: dict[str, Any] = merge_values(states)
+        return merged
+
+    @property
+    def _stored_as(self) -> dict[str, str]:
+        """Routing key column -> the GROUP BY output name the groups store it under."""
+        return {e.name: name for name, e in self.node.keys if isinstance(e, Col) and e.name != name}
 
     def _restore_slots(self, table: pa.Table) -> np.ndarray:
         keys = [table.column(n).chunk(0) for n, _ in self.node.keys]

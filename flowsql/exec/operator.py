@@ -4,13 +4,19 @@ Operators form a chain. The engine pushes each input batch through the chain
 and tells every operator how far event time has advanced, so windowed
 operators can close windows. All methods return the batches the operator
 emits (possibly none). Operators never loop over records in Python.
+
+Every operator owns its state's format (``snapshot``/``restore``) and how that
+state divides by key (``split``/``merge``, see :class:`Stateful`): the V2
+runtime moves state between partition counts only through these four calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from flowsql.records import DeadLetter
@@ -27,7 +33,68 @@ class OperatorContext:
     done: bool = False  # set by LIMIT when no more input is wanted
 
 
-class Operator(Protocol):
+class KeyRouter(Protocol):
+    """Which partition owns each routing key: V2's ``HashRouter`` as the
+    operators see it.
+
+    Attributes:
+        key_columns: the routing key, as names of the query's input columns.
+        num_partitions: how many partitions.
+    """
+
+    @property
+    def key_columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_partitions(self) -> int: ...
+
+    def partitions_of(self, columns: Sequence[pa.Array | pa.ChunkedArray | None]) -> np.ndarray:
+        """Partition of each row given the values of ``key_columns`` in order
+        (None: a key the state does not hold, hashed as NULL)."""
+        ...
+
+    def partitions(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """Partition of each row of ``batch`` (rows holding input columns)."""
+        ...
+
+
+class Stateful(Protocol):
+    """State an operator owns, in a format only it reads.
+
+    ``split`` and ``merge`` re-shard that state by routing key, so a job moves
+    between V1 and V2 with any partition count: ``merge(split(s, r))`` holds
+    the same keys and values as ``s``.
+    """
+
+    def snapshot(self) -> dict[str, Any]:
+        """State as plain values / Arrow tables, restorable by ``restore``."""
+        ...
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace the state with a snapshot's (from this operator, a split or a merge)."""
+        ...
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        """One state per partition of ``router``: each holds the keys it owns.
+
+        Args:
+            state: a snapshot of this operator (or a merge of several).
+            router: maps the operator's key columns to partitions.
+            arrival: the partitions number input rows in ``__arrival``
+                (V2's arrival order); rows the operator holds back get numbers
+                below any new row's, in the order they arrived.
+        """
+        ...
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One state from several holding disjoint keys (a split's parts, or
+        partitions' snapshots cut to the keys each owns)."""
+        ...
+
+
+class Operator(Stateful, Protocol):
     """A compiled plan node."""
 
     name: str
@@ -46,12 +113,6 @@ class Operator(Protocol):
         """End of a bounded input: watermark to +infinity, emit everything."""
         ...
 
-    def snapshot(self) -> dict[str, Any]:
-        """State as plain values / Arrow tables, restorable by ``restore``."""
-        ...
-
-    def restore(self, state: dict[str, Any]) -> None: ...
-
 
 class StatelessOperator:
     """Base for operators with no state: advance/flush emit nothing."""
@@ -69,3 +130,11 @@ class StatelessOperator:
 
     def restore(self, state: dict[str, Any]) -> None:
         return None
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        return [dict(state) for _ in range(router.num_partitions)]
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return dict(states[0]) if states else {}

@@ -10,6 +10,9 @@
 - ``SortOp`` buffers its whole input and emits one totally ordered batch at
   end of input (``flush``): ORDER BY over a bounded input. On an unbounded
   input it emits nothing until the input ends.
+
+DISTINCT's rows split by their routing key values; LIMIT's count and ORDER
+BY's buffer belong to the whole stream and cannot be split over partitions.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import pyarrow.compute as pc
 
 from flowsql.errors import PlanError
 from flowsql.exec.groupkeys import GroupKeys
-from flowsql.exec.operator import OperatorContext
+from flowsql.exec.operator import KeyRouter, OperatorContext
 from flowsql.exec.rowkernels import plain
-from flowsql.plan.nodes import Distinct, Limit, Sort
+from flowsql.exec.state import concat_tables, key_columns, split_table, whole
+from flowsql.plan.expr import Col
+from flowsql.plan.nodes import Distinct, Limit, Project, Sort
 from flowsql.records import is_order_column
 
 
@@ -75,6 +80,32 @@ class DistinctOp:
         seen: pa.Table = state["seen"].combine_chunks()
         self.keys = GroupKeys(tuple(state["names"]))
         self.keys.encode([plain(c) for c in seen.columns], seen.num_rows)
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        """One state per partition: the distinct rows whose key values it owns."""
+        seen = state.get("seen")
+        if router.num_partitions == 1 or seen is None:
+            return [state] * router.num_partitions
+        columns = key_columns(seen.schema.names, router, self._selected_as())
+        return [dict(state, seen=part) for part in split_table(seen, columns, router)]
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The distinct rows of every state (disjoint)."""
+        names = next((st["names"] for st in states if st.get("names") is not None), None)
+        seen = concat_tables([st.get("seen") for st in states])
+        if seen is None:
+            return {"names": None, "seen": None}
+        return {"names": names, "seen": seen}
+
+    def _selected_as(self) -> dict[str, str]:
+        """Input column -> its name in the SELECT list below (rows are stored
+        by their selected names, routed by input column names)."""
+        below = self.node.input
+        if not isinstance(below, Project):
+            return {}
+        return {e.name: name for name, e in below.exprs if isinstance(e, Col) and e.name != name}
 
     def _keys(self, schema: pa.Schema) -> GroupKeys:
         if self.keys is None:
@@ -132,6 +163,15 @@ class LimitOp:
         self.emitted = int(state["emitted"])
         self._check_done()
 
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        return whole(state, router, f"LIMIT {self.node.n} counts rows over the whole stream")
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Rows emitted by all the states together."""
+        return {"emitted": sum(int(st["emitted"]) for st in states)}
+
     def _check_done(self) -> None:
         if self.emitted >= self.node.n:
             self.ctx.done = True
@@ -181,6 +221,15 @@ class SortOp:
     def restore(self, state: dict[str, Any]) -> None:
         rows = state.get("rows")
         self.buffered = [] if rows is None else rows.combine_chunks().to_batches()
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        return whole(state, router, "ORDER BY sorts all rows together")
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The buffered rows of every state, in the order of ``states``."""
+        return {"rows": concat_tables([st.get("rows") for st in states])}
 
     def _order(self, rows: pa.RecordBatch) -> pa.Array:
         columns: dict[str, pa.Array] = {}

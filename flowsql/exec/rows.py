@@ -33,7 +33,7 @@ NaN ordering in MIN/MAX follows numpy (NaN propagates).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError, PlanError, UnsupportedError
+from flowsql.exec import rows_state
 from flowsql.exec.groupkeys import GroupKeys, grow
-from flowsql.exec.operator import OperatorContext
+from flowsql.exec.operator import KeyRouter, OperatorContext
 from flowsql.exec.rowkernels import (
     Frames,
     Segments,
@@ -53,7 +54,7 @@ from flowsql.exec.rowkernels import (
     seg_cumsum_int,
     to_vals,
 )
-from flowsql.plan.expr import WINDOW_FUNCTIONS, Expr, WinCall
+from flowsql.plan.expr import WINDOW_FUNCTIONS, Col, Expr, WinCall
 from flowsql.plan.nodes import RowsWindow
 
 Evaluator = Callable[[pa.RecordBatch], pa.Array]
@@ -736,6 +737,43 @@ class RowsWindowOp:
             f.restore(fs, remap)
         self.pending = state["pending"]
         self.pending_order = np.asarray(state["pending_order"], dtype=np.int64)
+
+    def split(
+        self, state: dict[str, Any], router: KeyRouter, *, arrival: bool = False
+    ) -> list[dict[str, Any]]:
+        """One state per partition: the PARTITION BY values it owns, with their
+        counters, tails and function state, and the held-back rows routed to it
+        (see ``flowsql.exec.rows_state`` for the layout)."""
+        if router.num_partitions == 1:
+            return [state]
+        if arrival:
+            state = rows_state.numbered(state)
+        owner = self._owners(state, router)
+        pending = state["pending"]
+        routed = router.partitions(pending) if pending is not None else np.zeros(0, np.uint16)
+        return [
+            rows_state.select(state, np.flatnonzero(owner == p), np.flatnonzero(routed == p))
+            for p in range(router.num_partitions)
+        ]
+
+    def merge(self, states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """States of disjoint PARTITION BY values as one; held-back rows in
+        arrival order."""
+        if len(states) == 1:
+            return rows_state.by_arrival(states[0])
+        return rows_state.concat(states)
+
+    def _owners(self, state: dict[str, Any], router: KeyRouter) -> np.ndarray:
+        """The partition of each PARTITION BY value (id) of ``state``: a routing
+        key column that is not a PARTITION BY column hashes as NULL."""
+        if not int(state["size"]):
+            return np.zeros(0, np.uint16)
+        keys = list(state["keys"])
+        first = reversed(list(enumerate(self.node.partition_by)))  # the first match wins
+        where = {e.name: i for i, e in first if isinstance(e, Col) and i < len(keys)}
+        return router.partitions_of(
+            [keys[where[c]] if c in where else None for c in router.key_columns]
+        )
 
 
 def _is_number(t: pa.DataType) -> bool:

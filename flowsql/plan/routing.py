@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flowsql.plan import nodes as n
+from flowsql.plan import options
 from flowsql.plan.expr import Col, Expr
 
 Strategy = Literal["hash", "two_phase", "single"]
@@ -91,9 +92,11 @@ def event_time_column(statement: n.Statement, override: str | None = None) -> st
         return override
     props = statement.properties
     for source in statement.sources:
-        if f"{source}.event.time.field" in props:
-            return props[f"{source}.event.time.field"]
-    return props.get("event.time.field")
+        found = options.find(props, options.STREAM_EVENT_TIME_FIELD, source)
+        if found is not None:
+            return found[1]
+    field: str | None = options.get(props, options.EVENT_TIME_FIELD)
+    return field
 
 
 def _stateful_routing(nodes: list[n.Node]) -> Routing:

@@ -1,15 +1,16 @@
 """What a job does when a batch raises while being processed.
 
-Chosen per job in SQL ``WITH``:
+Chosen per job in SQL ``WITH`` (keys declared in :mod:`flowsql.plan.options`):
 
-- ``'failure_strategy' = 'send_to_dlq'`` (default): the batch's rows go to the
+- ``'failure.strategy' = 'send_to_dlq'`` (default): the batch's rows go to the
   dead-letter sink with the error; the job continues.
 - ``'log_and_continue'``: the error is logged and counted, the batch skipped.
 - ``'fail_batch'``: the job stops in state FAILED with the error.
-- ``'retry_with_backoff'``: the batch is retried up to ``'max_retries'`` times
-  (default 3), waiting ``'retry_backoff'`` (default ``100ms``; a duration such
-  as ``'500ms'``, ``'2s'`` or a number of ms) doubled after each attempt; if it
-  still fails the job goes FAILED.
+- ``'retry_with_backoff'``: the batch is retried up to ``'retry.max_retries'``
+  times (default 3), waiting ``'retry.backoff'`` (default ``100ms``; a duration
+  such as ``'500ms'``, ``'2s'`` or a number of ms) doubled after each attempt;
+  if it still fails the job goes FAILED. The old spellings ``'failure_strategy'``,
+  ``'max_retries'`` and ``'retry_backoff'`` are aliases.
 
 A processor that is broken as a whole (a V2 worker process died) is not a batch
 failure: the job goes FAILED whatever the strategy.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +28,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from flowsql.errors import ConfigError, ExecutionError
+from flowsql.errors import ExecutionError
+from flowsql.plan import options
 from flowsql.records import DeadLetter
 
 log = logging.getLogger(__name__)
 
-STRATEGY_KEY = "failure_strategy"
-MAX_RETRIES_KEY = "max_retries"
-BACKOFF_KEY = "retry_backoff"
+STRATEGY_KEY = options.FAILURE_STRATEGY.name
+MAX_RETRIES_KEY = options.MAX_RETRIES.name
+BACKOFF_KEY = options.RETRY_BACKOFF.name
 
 
 class FailureStrategy(StrEnum):
@@ -60,42 +61,22 @@ class FailurePolicy:
         """Read the policy from a statement's WITH properties.
 
         Raises:
-            ConfigError: an unknown strategy, a negative retry count or a bad duration.
+            ConfigError: an unknown strategy, a bad retry count or a bad duration.
         """
-        where = f"{job}." if job else ""
-        raw = properties.get(STRATEGY_KEY, FailureStrategy.SEND_TO_DLQ.value)
-        try:
-            strategy = FailureStrategy(str(raw).strip().lower())
-        except ValueError:
-            allowed = [s.value for s in FailureStrategy]
-            raise ConfigError(f"{where}{STRATEGY_KEY}", raw, allowed) from None
-        retries = _count(properties.get(MAX_RETRIES_KEY, "3"), f"{where}{MAX_RETRIES_KEY}")
-        backoff = duration_ms(properties.get(BACKOFF_KEY, "100"), f"{where}{BACKOFF_KEY}")
+        strategy = FailureStrategy(options.get(properties, options.FAILURE_STRATEGY, job=job))
+        retries = options.get(properties, options.MAX_RETRIES, job=job)
+        backoff = options.get(properties, options.RETRY_BACKOFF, job=job)
         return cls(strategy, retries, backoff)
 
 
-def _count(raw: str, key: str) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 1000:
-        raise ConfigError(key, raw, "an integer from 0 to 1000")
-    return value
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|minutes?)?\s*$", re.I)
-_UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000}
-
-
 def duration_ms(raw: str, key: str) -> int:
-    """``'250'`` / ``'250ms'`` / ``'2s'`` / ``'1 minute'`` -> milliseconds."""
-    match = _DURATION.match(str(raw))
-    if not match:
-        raise ConfigError(key, raw, "a duration such as '100ms', '2s' or a number of ms")
-    unit = (match.group(2) or "ms").lower()
-    unit = "sec" if unit.startswith("sec") else "min" if unit.startswith("min") else unit
-    return int(float(match.group(1)) * _UNIT_MS[unit])
+    """``'250'`` / ``'250ms'`` / ``'2s'`` / ``'1 minute'`` / ``'1h'`` -> milliseconds.
+
+    Raises:
+        ConfigError: not a duration, naming ``key``.
+    """
+    backoff: int = options.RETRY_BACKOFF.parse(raw, key)
+    return backoff
 
 
 class StopRequested(Exception):

@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,6 +56,7 @@ from flowsql.connectors.kafka.client import (
     output_key_columns,
     produce_all,
     producer_config,
+    require_client,
     split_events,
     topic_partitions,
 )
@@ -66,9 +66,10 @@ from flowsql.connectors.kafka.repartition import (
     split_by_partition,
     to_ipc,
 )
-from flowsql.errors import ConfigError, ConnectorError, ExecutionError
+from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.commit import Checkpointer, Task
 from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
@@ -76,44 +77,14 @@ from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exporte
     is_kafka_job,
 )
 from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
-from flowsql.state.checkpoint import (
-    Checkpoint,
-    CheckpointStore,
-    FileCheckpointStore,
-    choose,
-    fingerprint,
-)
+from flowsql.state.checkpoint import CheckpointStore, FileCheckpointStore, fingerprint
 
 log = logging.getLogger(__name__)
 
 #: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
 EOS_HEADER = "flowsql.eos"
-#: Test hook: SIGKILL this process right after checkpoint N ("N" or "N:before-commit").
-CRASH_ENV = "FLOWSQL_TEST_CRASH_AT_CHECKPOINT"
 
 ProcessorFactory = Callable[[n.Statement, DeadLetterSink | None], JobProcessor]
-
-
-# -- tasks -------------------------------------------------------------------
-
-
-@dataclass
-class Task:
-    """One assigned partition: its processor (None for a routing-only input
-    partition), the next offset to read and what it saw of end-of-input."""
-
-    topic: str
-    partition: int
-    processor: JobProcessor | None
-    position: int | None = None
-    checkpoint_id: int = 0
-    dirty: bool = False
-    finished: bool = False
-    ended_inputs: set[int] = field(default_factory=set)
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}:{self.partition}"
 
 
 # -- the job -------------------------------------------------------------------
@@ -144,7 +115,7 @@ class KafkaJob:
         dead_letters: DeadLetterSink | None = None,
         stats: JobStats | None = None,
     ) -> None:
-        _client()
+        require_client()
         self.statement = statement
         self.spec = KafkaJobSpec.from_statement(statement)
         spec = self.spec
@@ -175,6 +146,17 @@ class KafkaJob:
             self._release()
             raise
         self._bound = EndTracker(self.consumer, spec.source.topic, parts)
+        self.checkpointer = Checkpointer(
+            job=spec.job,
+            query=self.query_id,
+            consumer=self.consumer,
+            producer=self.producer,
+            deliveries=self.failures,
+            store=self.store,
+            flush_sinks=self._flush_sinks,
+            transactions=self.producer if spec.exactly_once else None,
+            location=spec.checkpoint_dir,
+        )
         if spec.exactly_once and not isinstance(self.sink, KafkaSink):
             log.warning(
                 "job %s: exactly_once covers Kafka outputs only; %s gets at-least-once",
@@ -194,9 +176,7 @@ class KafkaJob:
         self.label: tuple[str, str, int] | None = None  # the tasks' processor
         self._late_carried = 0  # late records of processors closed since
         self._failed = False
-        self._in_txn = False
         self._last_commit = time.monotonic()
-        self._crash_at = os.environ.get(CRASH_ENV, "")
 
     # -- setup ---------------------------------------------------------------
 
@@ -236,14 +216,13 @@ class KafkaJob:
     def run(self) -> JobStats:
         """Process until the bounded input ends or :meth:`stop` is called; return the counters."""
         try:
-            if self.spec.exactly_once:
-                self.producer.init_transactions(30)
+            self.checkpointer.start()
             self._subscribe()
             self._loop()
             self.commit()
         except BaseException:
             self._failed = True  # leave without committing anything of the failed interval
-            self._abort()
+            self.checkpointer.abort()
             raise
         finally:
             self.close()
@@ -427,9 +406,9 @@ class KafkaJob:
         late = self._late_carried
         high = self.stats.max_event_time
         for task in self.tasks.values():
-            metrics = getattr(task.processor, "metrics", None)
-            if metrics is None:
+            if task.processor is None:
                 continue
+            metrics = task.processor.metrics
             late += metrics.late_records
             seen = metrics.max_event_time
             if seen is not None and (high is None or seen > high):
@@ -442,16 +421,15 @@ class KafkaJob:
         every poll: a task whose partition gets no records would not notice itself.
         Costs one ``waitpid`` per worker, without waiting."""
         for task in self.tasks.values():
-            failure = getattr(task.processor, "failure", None)
-            if isinstance(failure, BaseException):
+            failure = task.processor.failure if task.processor is not None else None
+            if failure is not None:
                 raise failure
 
     def _drain(self, tasks: Iterable[Task]) -> None:
         """Emit the outputs of batches a (V2) processor still has in flight."""
         for task in tasks:
-            drain = getattr(task.processor, "drain", None)
-            if drain is not None:
-                self._emit(drain())
+            if task.processor is not None:
+                self._emit(task.processor.drain())
 
     def _throttle(self, count: int, started: float) -> None:
         if self.spec.max_rate > 0 and count:
@@ -464,7 +442,7 @@ class KafkaJob:
     def _handle(self, mb: MessageBatch) -> None:
         if not len(mb):
             return
-        self._begin()
+        self.checkpointer.begin()
         source_topic = self.spec.source.topic
         from_source: list[tuple[Task, np.ndarray]] = []
         for (topic, part), idx in mb.groups(source_topic):
@@ -541,10 +519,10 @@ class KafkaJob:
         if task.finished:
             return
         if task.processor is not None:
-            self._begin()
+            self.checkpointer.begin()
             self._emit(task.processor.flush())
         elif self.spec.repartition:
-            self._begin()
+            self.checkpointer.begin()
             eos = [(EOS_HEADER, str(task.partition).encode())]
             for target in range(len(self.source_partitions)):
                 produce_all(
@@ -566,107 +544,19 @@ class KafkaJob:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def _begin(self) -> None:
-        if self.spec.exactly_once and not self._in_txn:
-            self.producer.begin_transaction()
-            self._in_txn = True
-
     def commit(self) -> None:
-        """Checkpoint every task. The commit protocol, in this order:
-
-        1. Flush sinks: a V2 processor emits the outputs of batches it still
-           holds (``drain``); a sink that buffers (file, memory) writes what it holds.
-        2. Flush producer: every Kafka message of this interval (results,
-           repartitioned rows, dead letters) is acknowledged by the broker.
-        3. Stage state: each changed task's snapshot and next offset are written
-           atomically to the checkpoint store as its *staged* checkpoint.
-        4. Commit offsets: the input offsets go to Kafka; with exactly-once
-           they are sent in the transaction, which is then committed, so
-           output and offsets become visible together.
-        5. Flush state: the staged checkpoints are promoted to *committed*.
-
-        A crash between 3 and 5 is resolved on restart by
-        :func:`flowsql.state.checkpoint.choose`: the staged checkpoint is used
-        only if Kafka holds exactly its offsets.
-        """
+        """Checkpoint every changed task with the commit protocol
+        (:meth:`flowsql.runtime.commit.Checkpointer.commit`)."""
         self._last_commit = time.monotonic()
-        dirty = [t for t in self.tasks.values() if t.dirty]
-        if not dirty and not self._in_txn:
-            return
-        # Step 1
-        self._drain(dirty)
+        if self.checkpointer.commit([t for t in self.tasks.values() if t.dirty]):
+            self.stats.checkpoints += 1
+            self._refresh_stats()
+
+    def _flush_sinks(self, tasks: Sequence[Task]) -> None:
+        """Step 1 of the commit protocol: what processors hold, then what sinks hold."""
+        self._drain(tasks)
         if not isinstance(self.sink, KafkaSink):
             self.sink.flush()
-        # Step 2
-        self._flush_producer()
-        # Step 3
-        staged = self._stage(dirty)
-        self._maybe_crash("before-commit")
-        # Step 4
-        self._commit_offsets(dirty)
-        # Step 5
-        for task in staged:
-            self.store.promote(task.key)
-        for task in dirty:
-            task.dirty = False
-        self.stats.checkpoints += 1
-        self._refresh_stats()
-        self._maybe_crash("")
-
-    def _flush_producer(self) -> None:
-        remaining = self.producer.flush(60)
-        if remaining:
-            raise ExecutionError(
-                f"job '{self.spec.job}': {remaining} messages not acknowledged in 60s"
-            )
-        try:
-            self.failures.check(f"job '{self.spec.job}' outputs")
-        except ConnectorError as exc:
-            raise ExecutionError(str(exc)) from exc
-
-    def _stage(self, tasks: list[Task]) -> list[Task]:
-        staged = []
-        for task in tasks:
-            if task.processor is None or task.position is None:
-                continue
-            task.checkpoint_id += 1
-            checkpoint = Checkpoint(
-                id=task.checkpoint_id,
-                offsets={task.key: task.position},
-                state=task.processor.snapshot(),
-                query=self.query_id,
-                extra={"finished": task.finished, "ended_inputs": sorted(task.ended_inputs)},
-            )
-            self.store.stage(task.key, checkpoint)
-            staged.append(task)
-        return staged
-
-    def _commit_offsets(self, tasks: list[Task]) -> None:
-        offsets = [
-            ck.TopicPartition(t.topic, t.partition, t.position)
-            for t in tasks
-            if t.position is not None
-        ]
-        if self.spec.exactly_once:
-            self._begin()
-            if offsets:
-                meta = self.consumer.consumer_group_metadata()
-                self.producer.send_offsets_to_transaction(offsets, meta, 30)
-            self.producer.commit_transaction(60)
-            self._in_txn = False
-        elif offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-
-    def _maybe_crash(self, phase: str) -> None:
-        """Test hook (``FLOWSQL_TEST_CRASH_AT_CHECKPOINT``): die like ``kill -9`` at a
-        chosen checkpoint, after it ("N") or between staging and commit ("N:before-commit")."""
-        if not self._crash_at:
-            return
-        number, _, at = self._crash_at.partition(":")
-        current = self.stats.checkpoints + (1 if phase else 0)
-        if at == phase and current == int(number):
-            log.warning("%s: killing the process at checkpoint %s %s", CRASH_ENV, number, phase)
-            os.kill(os.getpid(), signal.SIGKILL)
 
     # -- restore and rebalance ----------------------------------------------------
 
@@ -697,28 +587,8 @@ class KafkaJob:
         processor = self.factory(self.statement, self.dead_letters)
         self.label = _label(processor)
         task = Task(topic, part, processor, position=kafka_offset)
-        committed, staged = self.store.load(task.key)
-        known = {task.key: kafka_offset} if kafka_offset is not None else {}
-        chosen = choose(committed, staged, known)
-        if chosen is None:
-            if kafka_offset is not None:
-                log.warning(
-                    "%s: offsets committed but no checkpoint; starting with empty state", task.key
-                )
-            return task
-        if chosen.query != self.query_id:
-            raise ExecutionError(
-                f"job '{self.spec.job}': checkpoint for {task.key} in {self.spec.checkpoint_dir}"
-                " was written by a different query; use a new group.id or delete the checkpoint"
-            )
-        if chosen is staged:
-            self.store.promote(task.key)
-        processor.restore(chosen.state)
-        task.position = chosen.offsets.get(task.key)
-        task.checkpoint_id = chosen.id
-        task.finished = bool(chosen.extra.get("finished"))
-        task.ended_inputs = set(chosen.extra.get("ended_inputs", ()))
-        self.stats.restored_partitions += 1
+        if self.checkpointer.restore(task, kafka_offset):
+            self.stats.restored_partitions += 1
         return task
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -741,36 +611,19 @@ class KafkaJob:
             self._late_carried += task.processor.metrics.late_records
             task.processor.close()
 
-    def _abort(self) -> None:
-        if not self._in_txn:
-            return
-        self._in_txn = False
-        try:
-            self.producer.abort_transaction(30)
-        except Exception as exc:  # fenced or broker gone: the broker aborts it on timeout
-            log.warning("job %s: could not abort the open transaction: %s", self.spec.job, exc)
-
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         log.warning(
             "job %s: lost %s without a commit",
             self.spec.job,
             [(p.topic, p.partition) for p in partitions],
         )
-        self._abort()
+        self.checkpointer.abort()
         for p in partitions:
             self._drop(self.tasks.pop((p.topic, p.partition), None))
         self._note_assignment()
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def _client() -> Any:
-    if ck is None:
-        raise ConfigError(
-            "type", "kafka_source", "install the kafka extra: pip install 'flowsql[kafka]'"
-        )
-    return ck
 
 
 def _label(processor: JobProcessor) -> tuple[str, str, int]:

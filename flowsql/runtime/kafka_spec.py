@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from flowsql.connectors.kafka.client import TopicSpec
 from flowsql.errors import ConfigError
 from flowsql.plan import nodes as n
+from flowsql.plan import options
 from flowsql.plan.routing import routing
 from flowsql.records import DeadLetter, DeadLetterSink
 from flowsql.state.checkpoint import CHECKPOINT_DIR_ENV
 
 log = logging.getLogger(__name__)
 
-GUARANTEES = ("at_least_once", "exactly_once")
+GUARANTEES = options.PROCESSING_GUARANTEE.allowed
 #: Environment variable naming this process's instance (part of its transactional.id).
 INSTANCE_ENV = "FLOWSQL_INSTANCE"
 
@@ -63,9 +64,7 @@ class KafkaJobSpec:
         name = _kafka_source_name(statement)
         source = TopicSpec.from_properties(name, props)
         group = source.group_id or f"flowsql-{statement.name}"
-        guarantee = props.get("processing.guarantee", "at_least_once").lower()
-        if guarantee not in GUARANTEES:
-            raise ConfigError("processing.guarantee", guarantee, GUARANTEES)
+        guarantee = options.get(props, options.PROCESSING_GUARANTEE)
         repartition, columns = _partitioning(statement, name)
         return cls(
             job=statement.name,
@@ -73,19 +72,18 @@ class KafkaJobSpec:
             output=_kafka_output(statement),
             group_id=group,
             guarantee=guarantee,
-            checkpoint_interval_ms=_duration(props, "checkpoint.interval", 5_000),
-            checkpoint_dir=props.get(
-                "checkpoint.dir", os.environ.get(CHECKPOINT_DIR_ENV, ".flowsql/checkpoints")
-            ),
+            checkpoint_interval_ms=options.get(props, options.CHECKPOINT_INTERVAL),
+            checkpoint_dir=options.get(props, options.CHECKPOINT_DIR)
+            or os.environ.get(CHECKPOINT_DIR_ENV, ".flowsql/checkpoints"),
             repartition=repartition,
             route_columns=columns,
             repartition_topic=f"{group}.{statement.name}.repartition",
-            max_rate=float(props.get(f"{name}.max.rate", "0") or 0),
-            dlq_topic=props.get("dlq.topic"),
-            static_partitions=_int_list(props, f"{name}.partitions"),
+            max_rate=float(options.get(props, options.KAFKA_MAX_RATE, name) or 0),
+            dlq_topic=options.get(props, options.DLQ_TOPIC),
+            static_partitions=_int_list(props, name),
             instance=_instance(props, name),
-            restart_attempts=_count(props, "restart.attempts"),
-            restart_backoff_ms=_duration(props, "restart.backoff", 1_000),
+            restart_attempts=options.get(props, options.RESTART_ATTEMPTS),
+            restart_backoff_ms=options.get(props, options.RESTART_BACKOFF),
         )
 
 
@@ -116,13 +114,13 @@ def _kafka_output(statement: n.Statement) -> TopicSpec | None:
 
 def _partitioning(statement: n.Statement, source: str) -> tuple[bool, tuple[str, ...]]:
     """(repartition?, routing columns). No columns with repartition = all rows to partition 0."""
-    forced = statement.properties.get("state.partitioning", "").lower()
+    forced = options.get(statement.properties, options.STATE_PARTITIONING) or ""
     route = routing(statement)
     if forced == "partition" or (not forced and route.strategy == "hash" and not route.key_columns):
         return False, route.key_columns
     if route.strategy != "hash":
         return True, ()
-    declared = statement.properties.get(f"{source}.key.columns", "")
+    declared = options.get(statement.properties, options.KAFKA_KEY_COLUMNS, source) or ""
     keyed = {c.strip() for c in declared.split(",") if c.strip()}
     if forced != "repartition" and (
         set(route.key_columns) == {"_key"} or (keyed and keyed == set(route.key_columns))
@@ -132,41 +130,21 @@ def _partitioning(statement: n.Statement, source: str) -> tuple[bool, tuple[str,
 
 
 def _instance(props: Mapping[str, str], source: str) -> str:
-    explicit = props.get("instance.id") or os.environ.get(INSTANCE_ENV)
+    explicit = options.get(props, options.INSTANCE_ID) or os.environ.get(INSTANCE_ENV)
     if explicit:
         return explicit
-    static = props.get(f"{source}.partitions", "").replace(",", "-").replace(" ", "")
+    static = (options.get(props, options.KAFKA_PARTITIONS, source) or "").replace(",", "-")
+    static = static.replace(" ", "")
     return socket.gethostname() + (f"-p{static}" if static else "")
 
 
-def _int_list(props: Mapping[str, str], key: str) -> tuple[int, ...]:
-    raw = props.get(key, "")
+def _int_list(props: Mapping[str, str], source: str) -> tuple[int, ...]:
+    raw = options.get(props, options.KAFKA_PARTITIONS, source) or ""
     try:
         return tuple(int(p) for p in raw.split(",") if p.strip())
     except ValueError:
+        key = f"{source}.{options.KAFKA_PARTITIONS.name}"
         raise ConfigError(key, raw, "comma-separated partition numbers, e.g. '0,2'") from None
-
-
-def _count(props: Mapping[str, str], key: str) -> int:
-    raw = props.get(key, "0").strip()
-    if not raw.isdigit():
-        raise ConfigError(key, raw, "a whole number >= 0")
-    return int(raw)
-
-
-def _duration(props: Mapping[str, str], key: str, default: int) -> int:
-    raw = props.get(key)
-    if raw is None:
-        return default
-    raw = raw.strip()
-    try:
-        if raw.isdigit():
-            return int(raw)
-        from flowsql.sql.durations import parse_duration
-
-        return parse_duration(raw)
-    except ValueError:
-        raise ConfigError(key, raw, "a duration such as '5s', '500ms' or milliseconds") from None
 
 
 # -- counters ----------------------------------------------------------------

@@ -7,13 +7,18 @@ key to partitions that run in parallel. Both give the same rows.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
 from flowsql.engine import Engine, EngineMetrics
+from flowsql.errors import ExecutionError, UnsupportedError
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
+
+if TYPE_CHECKING:
+    from flowsql.runtime.splits import SourceSplit
 
 
 @runtime_checkable
@@ -37,13 +42,36 @@ class JobProcessor(Protocol):
         """True when the query wants no more input (LIMIT reached)."""
         ...
 
-    def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]: ...
+    @property
+    def failure(self) -> ExecutionError | None:
+        """Why the processor can no longer run (a V2 worker died or stalled),
+        checked without waiting; None while it is healthy."""
+        ...
 
-    def flush(self) -> list[pa.RecordBatch]: ...
+    def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """Run one input batch; return the outputs finished so far."""
+        ...
+
+    def drain(self) -> list[pa.RecordBatch]:
+        """Wait for every batch in flight; return their outputs (a batch
+        boundary: nothing is half-processed afterwards)."""
+        ...
+
+    def flush(self) -> list[pa.RecordBatch]:
+        """End of input: emit everything still held (open windows, EMIT FINAL)."""
+        ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
     def restore(self, state: dict[str, Any]) -> None: ...
+
+    def can_split(self) -> bool:
+        """True when :meth:`run_splits` can run the query from source splits."""
+        ...
+
+    def run_splits(self, splits: Iterable[SourceSplit]) -> Iterator[pa.RecordBatch]:
+        """Run the whole bounded input given as splits, the flush included."""
+        ...
 
     def close(self) -> None: ...
 
@@ -72,8 +100,15 @@ class SimpleJobProcessor:
     def done(self) -> bool:
         return self.engine.done
 
+    @property
+    def failure(self) -> ExecutionError | None:
+        return None  # one engine in this thread: an error is raised, never pending
+
     def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         return self.engine.process(batch)
+
+    def drain(self) -> list[pa.RecordBatch]:
+        return []  # nothing is ever in flight
 
     def flush(self) -> list[pa.RecordBatch]:
         return self.engine.flush()
@@ -83,6 +118,12 @@ class SimpleJobProcessor:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.engine.restore(state)
+
+    def can_split(self) -> bool:
+        return False  # V1 reads its source itself, batch by batch
+
+    def run_splits(self, splits: Iterable[SourceSplit]) -> Iterator[pa.RecordBatch]:
+        raise UnsupportedError("V1 reads its source batch by batch; splits are for V2")
 
     def close(self) -> None:
         return None

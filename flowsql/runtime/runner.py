@@ -163,9 +163,7 @@ def _pump(
 def _splits(source: Source, proc: JobProcessor, batch_size: int) -> list[Any] | None:
     """Pieces of the input that the processor's workers can read and decode on
     their own (V2 over a JSON lines file), or None to feed batches."""
-    run_splits = getattr(proc, "run_splits", None)
-    can_split = getattr(proc, "can_split", None)
-    if run_splits is None or (can_split is not None and not can_split()):
+    if not proc.can_split():
         return None
     from flowsql.runtime.splits import source_splits
 
@@ -173,7 +171,7 @@ def _splits(source: Source, proc: JobProcessor, batch_size: int) -> list[Any] | 
 
 
 def _pump_splits(
-    splits: list[Any], proc: Any, sink: Sink, progress: Progress | None
+    splits: list[Any], proc: JobProcessor, sink: Sink, progress: Progress | None
 ) -> tuple[int, int]:
     """Let the processor read the splits; it emits everything, the flush included."""
     records_out = 0
@@ -218,9 +216,6 @@ def single_source(statement: Statement, sources: Mapping[str, Source] | Source) 
     return sources[name]
 
 
-_single_source = single_source  # the job server's name for it
-
-
 def _build_processor(
     statement: Statement,
     processor: JobProcessor | ProcessorFactory | None,
@@ -235,11 +230,7 @@ def _build_processor(
 
 
 def _abort(sink: Sink) -> None:
-    abort = getattr(sink, "abort", None)
     try:
-        if abort is not None:
-            abort()
-        else:
-            sink.close()
+        sink.abort()
     except Exception:  # the original error matters more
         log.debug("sink cleanup failed", exc_info=True)

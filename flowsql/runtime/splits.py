@@ -42,13 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.connectors.paths import Roots, open_readable
+from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, Merge, SplitPlan
 from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
 
 if TYPE_CHECKING:
-    from flowsql.engine import Engine
     from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
 #: Bytes per split of a JSON lines file (one bulk decode each).
@@ -207,8 +207,6 @@ class SplitTask:
 def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
     """In a worker: read, decode and run the lower plan over one split on a
     fresh engine. Returns the outputs and ``(Reply fields, SplitResult)``."""
-    from flowsql.engine import Engine
-
     data = task.split.read()
     engine = Engine(task.lower, event_time=task.event_time, job=job)
     out: list[pa.RecordBatch] = []
@@ -401,7 +399,7 @@ class SplitRun:
         while taken < len(tasks) and not self._done():
             for w in co.workers:
                 while sent < len(tasks) and w.in_flight < min(co.max_in_flight, SPLITS_IN_FLIGHT):
-                    owner[(w.partition, co._send(w, "split", tasks[sent]))] = sent
+                    owner[(w.partition, co.send(w, "split", tasks[sent]))] = sent
                     sent += 1
             for w, (seq, out, reply) in self._receive_any():
                 results[owner.pop((w.partition, seq))] = (out, reply)
@@ -431,7 +429,7 @@ class SplitRun:
                 try:
                     reply = w.receive(timeout=0)
                 except ExecutionError as exc:
-                    self.co._fail(exc)
+                    self.co.fail(exc)
                 if reply is not None:
                     got.append((w, reply))
         return got
@@ -500,13 +498,8 @@ class SplitRun:
 
 
 def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
-    from flowsql.engine import Engine
-    from flowsql.exec.eventtime import EventTimeAssigner
-
     assert plan.upper is not None
-    engine = Engine(plan.upper, dead_letters=co.dead_letters, job=co.job)
-    engine._clock = EventTimeAssigner(TIMESTAMP, "")  # rows come with event time
-    return engine
+    return Engine(plan.upper, dead_letters=co.dead_letters, job=co.job, stamped=True)
 
 
 def source_splits(source: Any, *, batch_size: int | None = None) -> list[JsonlSplit] | None:

@@ -59,7 +59,8 @@ from typing import Any
 import pyarrow as pa
 
 from flowsql.engine import Engine
-from flowsql.errors import ConfigError, ExecutionError
+from flowsql.errors import ExecutionError
+from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import TIMESTAMP, DeadLetter, ListDeadLetters
 
@@ -90,7 +91,7 @@ PRELOAD = (
 #: Seconds a stopping worker gets before it is terminated, then killed.
 STOP_GRACE_S = 2.0
 #: WITH key: a worker silent this long with work outstanding fails the job.
-HEARTBEAT_KEY = "v2.heartbeat.timeout"
+HEARTBEAT_KEY = options.HEARTBEAT_TIMEOUT.name
 #: Default of ``'v2.heartbeat.timeout'`` in seconds.
 DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 #: Longest interval between two heartbeats of a worker.
@@ -476,16 +477,8 @@ def heartbeat_timeout(properties: Mapping[str, str]) -> float:
     Raises:
         ConfigError: not a duration.
     """
-    raw = properties.get(HEARTBEAT_KEY)
-    if raw is None:
-        return DEFAULT_HEARTBEAT_TIMEOUT_S
-    from flowsql.sql.durations import parse_duration
-
-    try:
-        return parse_duration(str(raw)) / 1000
-    except ValueError:
-        allowed = "a duration such as '10s' or '500ms' (or milliseconds); '0' turns it off"
-        raise ConfigError(HEARTBEAT_KEY, raw, allowed) from None
+    timeout_ms: int = options.get(properties, options.HEARTBEAT_TIMEOUT)
+    return timeout_ms / 1000
 
 
 class PartitionWorker:
@@ -599,12 +592,7 @@ class PartitionWorker:
         while not (ready := wait([self.conn, self.process.sentinel], self.tick)):
             if self.stalled:
                 raise self.stall_error()
-        if self.conn not in ready and not self.conn.poll():
-            raise self.death_error()
-        try:
-            (status, _, _), _ = recv_message(self.conn, self._replies)
-        except (EOFError, OSError) as exc:
-            raise self.death_error() from exc
+        (status, _, _), _ = self._receive(ready)
         assert status == "ready"
         self._ready = True
 
@@ -667,18 +655,23 @@ class PartitionWorker:
         ready = wait([self.conn, self.process.sentinel], timeout)
         if not ready:
             return None
-        if self.conn not in ready and not self.conn.poll():
-            raise self.death_error()
-        try:
-            (status, seq, payload), frames = recv_message(self.conn, self._replies)
-        except (EOFError, OSError) as exc:
-            raise self.death_error() from exc
+        (status, seq, payload), frames = self._receive(ready)
         self.answered += 1
         if status == "error":
             raise PartitionError(
                 f"job '{self.job}': partition {self.partition} failed: {payload}", seq
             )
         return seq, decode_frames(frames), payload
+
+    def _receive(self, ready: list[Any]) -> tuple[Any, list[Any]]:
+        """The next reply, given what ``wait`` found ready; a dead worker (its
+        sentinel ready and nothing left in the pipe) raises its death error."""
+        if self.conn not in ready and not self.conn.poll():
+            raise self.death_error()
+        try:
+            return recv_message(self.conn, self._replies)
+        except (EOFError, OSError) as exc:
+            raise self.death_error() from exc
 
     def death_error(self) -> ExecutionError:
         """The error naming this partition and how its process ended."""

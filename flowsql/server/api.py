@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -361,7 +362,8 @@ def _add_job_routes(app: FastAPI, server: StreamJobServer) -> None:
     async def deploy(request: Request) -> dict[str, Any]:
         sql = await _sql_body(request)
         request.state.redactor = Redactor.from_sql(sql)
-        statuses = await run_in_threadpool(server.deploy, sql)
+        restore = _flag(request, "restore", default=True)
+        statuses = await run_in_threadpool(partial(server.deploy, sql, restore=restore))
         return {"jobs": [s.to_dict() for s in statuses]}
 
     @app.get("/jobs")
@@ -401,6 +403,16 @@ def _add_control_routes(app: FastAPI, server: StreamJobServer) -> None:
     @app.put("/jobs/{name}/processor")
     def switch(name: str, body: ProcessorRequest) -> dict[str, Any]:
         return server.switch_processor(name, body.processor, body.num_partitions).to_dict()
+
+
+def _flag(request: Request, name: str, *, default: bool) -> bool:
+    """A true/false query parameter (``?restore=false``)."""
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise ConfigError(name, value, "true or false")
+    return value.lower() == "true"
 
 
 async def _sql_body(request: Request) -> str:

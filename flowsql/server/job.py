@@ -24,14 +24,15 @@ Switching processors (``switch_processor``):
 
 If a step fails the job keeps its old processor and the request reports the error.
 Stopping does not emit open windows: it flushes the sink and, when
-``server.checkpoint_dir`` is set, writes the processor snapshot there.
+``server.checkpoint_dir`` is set, writes a savepoint there (processor snapshot,
+source position, counters: ``flowsql.server.savepoint``); a job built with a
+``Restore`` starts from one: it restores the snapshot, continues the counters
+and skips the rows its source had already delivered.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -51,6 +51,7 @@ from flowsql.records import DeadLetterSink
 from flowsql.runtime.failures import BatchFailureHandler, FailurePolicy, StopRequested
 from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 from flowsql.server.config import ProcessorChoice, Redactor
+from flowsql.server.savepoint import JobCounts, Restore, Savepoints, skip_rows
 
 if TYPE_CHECKING:
     pass
@@ -135,6 +136,9 @@ class JobStatus:
     #: Kafka jobs only: group id, topic, guarantee, the partitions this process
     #: owns ("topic:partition"), checkpoints, rebalances, restored partitions.
     kafka: dict[str, Any] | None = None
+    #: With ``server.checkpoint_dir``: the savepoint this run started from
+    #: (``restored: true``, its id, time, records_in, source position) or why none.
+    restored: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +150,8 @@ class _Counters:
 
     records_in: int = 0
     records_out: int = 0
+    restored_in: int = 0  # records_in carried over from a savepoint
+    position: int = 0  # rows read from the source, over every run
     batches: int = 0
     late_carried: int = 0
     dead_carried: int = 0
@@ -168,7 +174,8 @@ class Job:
         redactor: masks secrets in everything the job shows.
         processor_factory: builds processors (tests inject fakes).
         name: the job's name (default: the statement's).
-        checkpoint_dir: where a stopped job leaves its processor snapshot.
+        savepoints: where a stopped job leaves its savepoint (None: nowhere).
+        restore: what to start from (None: nothing).
     """
 
     def __init__(
@@ -183,7 +190,8 @@ class Job:
         redactor: Redactor,
         processor_factory: ProcessorFactory = make_processor,
         name: str | None = None,
-        checkpoint_dir: Path | None = None,
+        savepoints: Savepoints | None = None,
+        restore: Restore | None = None,
     ) -> None:
         self.name = name or statement.name
         self.statement = statement
@@ -193,9 +201,9 @@ class Job:
         self.policy = policy
         self.dead_letters = dead_letters
         self.redactor = redactor
-        self.checkpoint_dir = checkpoint_dir
+        self.savepoints = savepoints
         self._factory = processor_factory
-        self._lateness_ms = _allowed_lateness(statement.plan)
+        self._lateness_ms = allowed_lateness(statement.plan)
         self._counters = _Counters()
         self._lock = threading.RLock()  # held while the processor or the sink is in use
         self._resumed = threading.Condition(self._lock)
@@ -211,6 +219,7 @@ class Job:
         self._thread: threading.Thread | None = None
         self._released = False
         self.processor = processor_factory(statement, choice, dead_letters)
+        self._restored = None if restore is None else self._start_from(restore)
         self._processor_label = _label(self.processor)
         self._failures = BatchFailureHandler(
             policy,
@@ -287,7 +296,7 @@ class Job:
         """Release the processor, source and sinks of a job that was never started."""
         with self._lock:
             self._release(keep_output=False)
-        _close_quietly(self.source, self.name)
+        close_quietly(self.source, self.name)
 
     def check_health(self) -> None:
         """Fail the job now if its processor broke while the job was idle (a V2
@@ -322,7 +331,7 @@ class Job:
                 self._check_not_ended("switch")
                 old = self._swap(new, choice)
         finally:
-            _close_quietly(new if old is None else old, self.name)  # Step 6
+            close_quietly(new if old is None else old, self.name)  # Step 6
         return self.status()
 
     def _check_not_ended(self, action: str) -> None:
@@ -345,14 +354,16 @@ class Job:
             num_partitions=partitions,
             records_in=c.records_in,
             records_out=c.records_out,
-            records_per_second=round(c.records_in / c.active_s, 1) if c.active_s > 0 else 0.0,
+            records_per_second=_rate(c.records_in - c.restored_in, c.active_s),
             watermark_ms=watermark,
-            watermark=_iso(watermark),
+            watermark=iso_time(watermark),
             late_records=c.late_carried + c.late_now,
             dead_lettered=c.dead_carried + c.dead_now + failures.dead_lettered,
             failed_batches=failures.failed_batches,
             retries=failures.retries,
-            last_error=_headline(self.redactor.text(self._last_error or self._failures.last_error)),
+            last_error=error_headline(
+                self.redactor.text(self._last_error or self._failures.last_error)
+            ),
             failure_strategy=self.policy.strategy.value,
             started_at=self._started.isoformat(timespec="seconds"),
             finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
@@ -362,6 +373,7 @@ class Job:
             sql=self.redactor.sql(st.sql),
             pause_requested=self._pause_requested and self._state is JobState.RUNNING,
             switches=list(self._switches),
+            restored=None if self._restored is None else dict(self._restored),
         )
 
     @contextmanager
@@ -396,7 +408,7 @@ class Job:
 
     def _drive(self) -> None:
         """Feed every batch through the processor, then flush at end of input."""
-        batches = self.source.batches()
+        batches = skip_rows(self.source.batches(), self._counters.position)
         try:
             for batch in batches:
                 if self._stopping.is_set() or self._state.terminal:
@@ -426,6 +438,7 @@ class Job:
     def _process(self, batch: pa.RecordBatch) -> None:
         began = time.perf_counter()
         self._counters.records_in += batch.num_rows
+        self._counters.position += batch.num_rows
         self._counters.batches += 1
         self._emit(self._failures.run(self.processor.process_batch, batch))
         self._refresh_counters()
@@ -441,6 +454,7 @@ class Job:
         self._emit(self._failures.run_flush(self.processor.flush))
         self._refresh_counters()
         self.sink.flush()
+        self._save(finished=True)
         self._end(JobState.FINISHED)
 
     def _emit(self, batches: list[pa.RecordBatch]) -> None:
@@ -490,8 +504,8 @@ class Job:
                 return
             try:
                 self._drain()
-                self._save_checkpoint()
                 self.sink.flush()
+                self._save(finished=False)
             except Exception as exc:
                 self._last_error = self.redactor.text(
                     f"while stopping: {_describe(exc, self.processor)}"
@@ -499,13 +513,57 @@ class Job:
                 log.warning("job %s: %s", self.name, self._last_error)
             self._end(JobState.STOPPED)
 
-    def _save_checkpoint(self) -> None:
-        if self.checkpoint_dir is None:
+    # -- savepoints ----------------------------------------------------------------------
+
+    def _start_from(self, restore: Restore) -> dict[str, Any]:
+        """Restore a savepoint into the new processor and continue its counters;
+        returns what ``status()`` shows. A snapshot that does not restore leaves
+        the job starting from nothing, with the reason."""
+        if restore.state is not None:
+            try:
+                self.processor.restore(restore.state)
+            except Exception as exc:
+                log.warning("job %s: savepoint not restored: %s", self.name, exc)
+                close_quietly(self.processor, self.name)
+                self.processor = self._factory(self.statement, self.choice, self.dead_letters)
+                return {
+                    "restored": False,
+                    "reason": f"restore failed: {_describe(exc, self.processor)}",
+                }
+        counts, c = restore.counts, self._counters
+        c.records_in = c.restored_in = counts.records_in
+        c.records_out = counts.records_out
+        c.late_carried = counts.late_records
+        c.dead_carried = restore.dead_carried
+        c.max_event_time = counts.max_event_time
+        c.position = restore.position
+        if restore.state is not None:
+            log.info("job %s: restored %s", self.name, restore.report)
+        return restore.report
+
+    def _save(self, *, finished: bool) -> None:
+        """Write the savepoint: the processor snapshot and the counters after a stop,
+        a marker that the input ended after the last batch (nothing to resume)."""
+        if self.savepoints is None:
             return
+        status = self.status()
+        counts = JobCounts(
+            records_in=status.records_in,
+            records_out=status.records_out,
+            late_records=status.late_records,
+            dead_lettered=status.dead_lettered,
+            source_dead_lettered=int(getattr(self.source, "dead_lettered", 0)),
+            max_event_time=self._counters.max_event_time,
+        )
         try:
-            write_snapshot(self.checkpoint_dir / f"{self.name}.snapshot", self.processor.snapshot())
+            state = None if finished else self.processor.snapshot()
+            saved = self.savepoints.save(state, counts, self._counters.position)
         except Exception as exc:
-            log.warning("job %s: checkpoint not written: %s", self.name, exc)
+            log.warning("job %s: savepoint not written: %s", self.name, exc)
+            return
+        log.info(
+            "job %s: savepoint %d written (%d records in)", self.name, saved, counts.records_in
+        )
 
     def _end(self, state: JobState) -> None:
         """Release the processor and the sink, then publish the final state."""
@@ -523,8 +581,8 @@ class Job:
         if self._released:
             return None
         self._released = True
-        _close_quietly(self.processor, self.name)
-        _close_quietly(self.dead_letters, self.name)
+        close_quietly(self.processor, self.name)
+        close_quietly(self.dead_letters, self.name)
         try:
             if keep_output:
                 self.sink.close()
@@ -550,18 +608,7 @@ class Job:
         with self._lock:
             if not self._state.terminal:
                 self._end(JobState.FAILED)
-        _close_quietly(self.source, self.name)
-
-
-def write_snapshot(path: Path, snapshot: dict[str, Any]) -> None:
-    """Write a processor snapshot atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(snapshot, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        close_quietly(self.source, self.name)
 
 
 def _label(processor: JobProcessor) -> tuple[str, str, int]:
@@ -579,21 +626,27 @@ def _describe(exc: BaseException, processor: JobProcessor) -> str:
     return text
 
 
-def _headline(error: str | None) -> str | None:
+def _rate(records: int, seconds: float) -> float:
+    return round(records / seconds, 1) if seconds > 0 else 0.0
+
+
+def error_headline(error: str | None) -> str | None:
     """An error without the worker traceback V2 appends (that stays in the log)."""
     if error is None:
         return None
     return error.split("\nTraceback", 1)[0].rstrip()[:2000]
 
 
-def _allowed_lateness(plan: n.Node) -> int:
+def allowed_lateness(plan: n.Node) -> int:
+    """The allowed lateness (ms) of the plan's windowed aggregate, 0 without one."""
     for node in n.walk(plan):
         if isinstance(node, n.Aggregate) and node.window is not None:
             return node.allowed_lateness_ms
     return 0
 
 
-def _iso(ms: int | None) -> str | None:
+def iso_time(ms: int | None) -> str | None:
+    """Epoch ms as an ISO-8601 UTC time (None when out of range)."""
     if ms is None:
         return None
     try:
@@ -608,7 +661,8 @@ def _close_iterator(batches: Any) -> None:
         close()
 
 
-def _close_quietly(thing: Any, job: str) -> None:
+def close_quietly(thing: Any, job: str) -> None:
+    """Close ``thing`` if it can be closed; log, never raise, when closing fails."""
     close = getattr(thing, "close", None)
     if close is None:
         return

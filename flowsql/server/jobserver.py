@@ -30,9 +30,10 @@ import pyarrow as pa
 
 from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_mean
+from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
-from flowsql.runtime.failures import STRATEGY_KEY, FailurePolicy
+from flowsql.runtime.failures import FailurePolicy
 from flowsql.runtime.worker import heartbeat_timeout
 from flowsql.server.config import (
     FileRoots,
@@ -51,6 +52,7 @@ from flowsql.server.job import (
     make_processor,
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
+from flowsql.server.savepoint import Savepoints, wants_restore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ RECENT_ROWS = 1000
 #: Seconds between two checks of the running jobs' processors by the watchdog.
 WATCH_INTERVAL_S = 0.25
 #: WITH key of a job's dead-letter file (JSON lines), inside ``server.file_roots``.
-DLQ_PATH_KEY = "dlq.path"
+DLQ_PATH_KEY = options.DLQ_PATH.name
 
 
 class UnknownJobError(FlowSQLError, LookupError):
@@ -136,6 +138,10 @@ class RecentRows:
     def close(self) -> None:
         return None
 
+    def abort(self) -> None:
+        """Keep the rows: they are what ``GET /jobs/{name}/output`` shows of a failed job."""
+        return None
+
 
 class StreamJobServer:
     """Runs deployed jobs, each on its own thread.
@@ -194,8 +200,12 @@ class StreamJobServer:
 
     # -- deploy ------------------------------------------------------------------------
 
-    def deploy(self, sql: str) -> list[JobStatus]:
+    def deploy(self, sql: str, *, restore: bool = True) -> list[JobStatus]:
         """Parse a SQL app and start one job per statement.
+
+        With ``server.checkpoint_dir`` set, a job whose name and statement match the
+        savepoint a stopped job left there starts from it, unless ``restore`` is
+        False or the statement says ``-- @restore: false`` (``flowsql.server.savepoint``).
 
         Raises:
             SqlSyntaxError | PlanError: bad SQL (nothing is started).
@@ -205,9 +215,11 @@ class StreamJobServer:
         """
         from flowsql.sql import parse
 
-        return self.deploy_statements(parse(sql))
+        return self.deploy_statements(parse(sql), restore=restore)
 
-    def deploy_statements(self, statements: list[Statement]) -> list[JobStatus]:
+    def deploy_statements(
+        self, statements: list[Statement], *, restore: bool = True
+    ) -> list[JobStatus]:
         """Start one job per planned statement (all or nothing, like :meth:`deploy`)."""
         if not statements:
             raise ConfigError("sql", "", "at least one SELECT or CREATE STREAM|TABLE statement")
@@ -215,7 +227,7 @@ class StreamJobServer:
             names = self._names(statements)
             self._reserved.update(names)
         try:
-            jobs = self._build_all(names, statements)  # V2 workers start: not under the lock
+            jobs = self._build_all(names, statements, restore)  # V2 workers start: not locked
             with self._lock:
                 for job in jobs:
                     self._jobs[job.name] = job
@@ -229,12 +241,12 @@ class StreamJobServer:
         return [job.status() for job in jobs]
 
     def _build_all(
-        self, names: list[str], statements: list[Statement]
+        self, names: list[str], statements: list[Statement], restore: bool
     ) -> list[Job | KafkaServerJob]:
         built: list[Job | KafkaServerJob] = []
         try:
             for name, statement in zip(names, statements, strict=True):
-                built.append(self._build(name, statement))
+                built.append(self._build(name, statement, restore))
         except BaseException:
             for job in built:
                 job.close_unstarted()
@@ -266,7 +278,7 @@ class StreamJobServer:
             if name not in self._jobs and name not in taken and name not in self._reserved:
                 return name
 
-    def _build(self, name: str, statement: Statement) -> Job | KafkaServerJob:
+    def _build(self, name: str, statement: Statement, restore: bool) -> Job | KafkaServerJob:
         from flowsql.runtime.kafka_spec import is_kafka_job
 
         statement = replace(statement, name=name)
@@ -275,6 +287,7 @@ class StreamJobServer:
         choice = job_choice(statement, self._default)
         heartbeat_timeout(statement.properties)  # checked whatever the processor: V2 may come
         policy = FailurePolicy.from_properties(statement.properties, name)
+        restore = wants_restore(statement, restore)
         self._check_paths(statement.properties)
         letters = RecentDeadLetters(self._declared_dead_letters(statement))
         opened: list[Any] = [letters]
@@ -286,6 +299,7 @@ class StreamJobServer:
             sink = self._sink_factory(statement)
             opened.append(sink)
             self._check_object_paths(sink, "sink")
+            savepoints = self._savepoints(name, statement, source)
             job = Job(
                 statement,
                 source=_Rechunked(source, self.settings.batch_size),
@@ -296,7 +310,8 @@ class StreamJobServer:
                 redactor=Redactor(statement.properties),
                 processor_factory=self._processor_factory,
                 name=name,
-                checkpoint_dir=self.settings.checkpoint_dir,
+                savepoints=savepoints,
+                restore=savepoints.restore_for(wanted=restore) if savepoints else None,
             )
         except BaseException:
             for thing in reversed(opened):
@@ -309,10 +324,11 @@ class StreamJobServer:
         job's producer, in its transactions) or else the sink the server would give it."""
         from flowsql.runtime.kafka_job import JobStats, KafkaJob, KafkaJobSpec
 
-        if STRATEGY_KEY in statement.properties:
+        strategy = options.find(statement.properties, options.FAILURE_STRATEGY)
+        if strategy is not None:
             raise ConfigError(
-                f"{statement.name}.{STRATEGY_KEY}",
-                statement.properties[STRATEGY_KEY],
+                f"{statement.name}.{strategy[0]}",
+                strategy[1],
                 "nothing for a Kafka job: a batch that raises fails it; 'restart.attempts'"
                 " restarts it from its last checkpoint, as does a redeploy with the same"
                 " group.id",
@@ -354,10 +370,15 @@ class StreamJobServer:
             reason = Redactor(statement.properties).text(f"{type(exc).__name__}: {exc}")
         raise ConnectorError(f"job '{statement.name}': its Kafka clients failed: {reason}")
 
+    def _savepoints(self, name: str, statement: Statement, source: Source) -> Savepoints | None:
+        """Where a server job's savepoint lives: ``server.checkpoint_dir/jobs/<name>``."""
+        root = self.settings.checkpoint_dir
+        return None if root is None else Savepoints.under(root, name, statement, source)
+
     def _kafka_store(self, statement: Statement) -> Any:
         """Checkpoints under ``server.checkpoint_dir/kafka`` unless WITH names a directory."""
         root = self.settings.checkpoint_dir
-        if root is None or "checkpoint.dir" in statement.properties:
+        if root is None or options.find(statement.properties, options.CHECKPOINT_DIR):
             return None
         from flowsql.runtime.kafka_job import KafkaJobSpec
         from flowsql.state.checkpoint import FileCheckpointStore
@@ -368,7 +389,7 @@ class StreamJobServer:
     def _declared_dead_letters(self, statement: Statement) -> list[DeadLetterSink]:
         """A JSON-lines file when WITH has ``'dlq.path'``: a name a sink may take,
         checked against the file roots at deploy and again when it is opened."""
-        path = statement.properties.get(DLQ_PATH_KEY)
+        path = options.get(statement.properties, options.DLQ_PATH)
         if not path:
             return []
         from flowsql.connectors.dlq import JsonlDeadLetters
@@ -400,7 +421,7 @@ class StreamJobServer:
 
     def _registry_source(self, statement: Statement, letters: DeadLetterSink) -> Source:
         from flowsql.connectors.registry import sources_for
-        from flowsql.runtime.runner import _single_source
+        from flowsql.runtime.runner import single_source
 
         sources = sources_for(
             statement,
@@ -410,7 +431,7 @@ class StreamJobServer:
             roots=self._open_roots,
         )
         try:
-            return _single_source(statement, sources)
+            return single_source(statement, sources)
         except BaseException:
             for source in sources.values():
                 _close(source)
@@ -419,9 +440,9 @@ class StreamJobServer:
     def _registry_sink(self, statement: Statement) -> Sink:
         """The sink declared in WITH; a :class:`RecentRows` buffer when there is none
         (the registry's console table is for the CLI, not for a server)."""
-        from flowsql.connectors.registry import _sink_stream, sink_for
+        from flowsql.connectors.registry import sink_for, sink_stream
 
-        if f"{_sink_stream(statement)}.type" not in statement.properties:
+        if f"{sink_stream(statement)}.type" not in statement.properties:
             return RecentRows()
         return sink_for(statement, None, roots=self._open_roots)
 

@@ -18,10 +18,10 @@ from flowsql.server.job import (
     JobState,
     JobStatus,
     ProcessorFactory,
-    _allowed_lateness,
-    _close_quietly,
-    _headline,
-    _iso,
+    allowed_lateness,
+    close_quietly,
+    error_headline,
+    iso_time,
     make_processor,
 )
 
@@ -79,7 +79,7 @@ class KafkaServerJob:
         self.dead_letters = dead_letters
         self.redactor = redactor
         self._factory = processor_factory
-        self._lateness_ms = _allowed_lateness(statement.plan)
+        self._lateness_ms = allowed_lateness(statement.plan)
         self._state = JobState.RUNNING
         self._pause_requested = False
         self._last_error: str | None = None
@@ -145,9 +145,9 @@ class KafkaServerJob:
 
     def close_unstarted(self) -> None:
         """Leave the group and close the clients of a job that was never started."""
-        _close_quietly(self.kafka, self.name)
-        _close_quietly(self.sink, self.name)
-        _close_quietly(self.dead_letters, self.name)
+        close_quietly(self.kafka, self.name)
+        close_quietly(self.sink, self.name)
+        close_quietly(self.dead_letters, self.name)
 
     def check_health(self) -> None:
         """Nothing to do: the Kafka job checks its processors on every poll of its
@@ -217,12 +217,12 @@ class KafkaServerJob:
             records_out=stats.records_out,
             records_per_second=round(stats.records_in / active, 1) if active > 0 else 0.0,
             watermark_ms=watermark,
-            watermark=_iso(watermark),
+            watermark=iso_time(watermark),
             late_records=stats.late_records,
             dead_lettered=stats.dead_lettered,
             failed_batches=0,
             retries=0,
-            last_error=_headline(self.redactor.text(self._last_error)),
+            last_error=error_headline(self.redactor.text(self._last_error)),
             failure_strategy=self.failure_strategy,
             started_at=self._started.isoformat(timespec="seconds"),
             finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
@@ -295,7 +295,7 @@ class KafkaServerJob:
         """Close a sink the Kafka job does not own, and the dead-letter sinks."""
         from flowsql.connectors.kafka.client import KafkaSink
 
-        _close_quietly(self.dead_letters, self.name)
+        close_quietly(self.dead_letters, self.name)
         if isinstance(self.sink, KafkaSink):
             return state  # written through the job's producer, already flushed
         try:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from flowsql.errors import FlowSQLError, SqlSyntaxError
+from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.sql.binder import bind
 from flowsql.sql.dialect import FlowSQL
@@ -24,7 +25,7 @@ def parse(text: str) -> list[Statement]:
     Raises:
         SqlSyntaxError: text that cannot be parsed (line/column of the token).
         PlanError: a query that parses but cannot be planned.
-        ConfigError: a bad WITH property value.
+        ConfigError: a bad WITH property value or an unknown WITH key.
     """
     statements: list[Statement] = []
     for item in read(text):
@@ -73,6 +74,8 @@ def validate(text: str) -> list[FlowSQLError]:
 
 def _plan(source: SourceStatement) -> Statement:
     try:
-        return plan_statement(source, parse_tokens(source))
+        statement = plan_statement(source, parse_tokens(source))
     except RecursionError:  # the limits of parse_tokens leave room; a deep caller may not
         raise too_deep(source) from None
+    options.validate(statement)
+    return statement

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from flowsql.errors import ConfigError, PlanError
+from flowsql.errors import PlanError
+from flowsql.plan import options
 from flowsql.plan.nodes import LateStrategy, WindowSpec
 from flowsql.sql.dialect import StreamWindow
-from flowsql.sql.durations import parse_duration
 from flowsql.sql.exprs import pos_of
-
-LATENESS_KEY = "watermark.allowed_lateness"
-STRATEGY_KEY = "late.data.strategy"
-LATE_STRATEGIES: tuple[LateStrategy, ...] = ("drop", "dlq")
 
 #: Names that mean the window bounds in a windowed query (Flink, ksqlDB, flowsql).
 WINDOW_COLUMN_ALIASES: dict[str, str] = {
@@ -60,20 +56,15 @@ def _ms(window: StreamWindow, key: str) -> int:
 
 
 def allowed_lateness_ms(properties: dict[str, str], default: int = 0) -> int:
-    """WITH 'watermark.allowed_lateness' in ms.
+    """WITH 'watermark.allowed_lateness' in ms (``default`` when not set).
 
     Raises:
         ConfigError: the value is not a duration.
     """
-    text = properties.get(LATENESS_KEY)
-    if text is None:
+    if options.find(properties, options.ALLOWED_LATENESS) is None:
         return default
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise ConfigError(
-            LATENESS_KEY, text, "a duration such as '500ms', '1s', '2 seconds'"
-        ) from None
+    lateness: int = options.get(properties, options.ALLOWED_LATENESS)
+    return lateness
 
 
 def late_strategy(properties: dict[str, str]) -> LateStrategy:
@@ -82,8 +73,5 @@ def late_strategy(properties: dict[str, str]) -> LateStrategy:
     Raises:
         ConfigError: any other value.
     """
-    text = properties.get(STRATEGY_KEY, "drop").strip().lower()
-    for strategy in LATE_STRATEGIES:
-        if text == strategy:
-            return strategy
-    raise ConfigError(STRATEGY_KEY, properties[STRATEGY_KEY], LATE_STRATEGIES)
+    strategy: LateStrategy = options.get(properties, options.LATE_DATA_STRATEGY)
+    return strategy

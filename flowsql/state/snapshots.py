@@ -1,51 +1,67 @@
-"""Aggregate operator snapshots: format check and re-partitioning by key.
+"""Re-sharding job state between partition counts, through the operators.
 
-The format is documented in :mod:`flowsql.exec.aggregate`: scalar settings
-plus one ``groups`` table holding every live (group, window) state row by key
-*values*, so a snapshot splits by filtering rows and merges by concatenating.
+An ``Engine.snapshot()`` holds one state per operator (``"operators"``, in
+chain order) plus engine values (the max event time). Each operator owns its
+state's format and splits and merges it by routing key
+(:class:`flowsql.exec.operator.Stateful`); this module only walks the chain,
+so V2 moves a job between V1 and any partition count without reading an
+operator's state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from flowsql.errors import ExecutionError
-
-SNAPSHOT_FORMAT = "flowsql.aggregate/1"
+from flowsql.exec.operator import KeyRouter, Stateful
+from flowsql.exec.state import merge_values
 
 
-def split_snapshot(
+def split_state(
     state: dict[str, Any],
-    partition: np.ndarray | Callable[[pa.Table], np.ndarray],
-    partitions: int | None = None,
+    operators: Sequence[Stateful],
+    router: KeyRouter,
+    *,
+    arrival: bool = False,
 ) -> list[dict[str, Any]]:
-    """Split an aggregate snapshot by key, e.g. to move a job to more partitions.
+    """One engine snapshot per partition of ``router``: every operator splits
+    its own state by key.
 
     Args:
-        state: an ``AggregateOp.snapshot()``.
-        partition: the partition of each state row, or a function from the
-            key columns (a ``pa.Table``) to that array (e.g. the router's hash).
-        partitions: number of parts (default: max partition + 1).
-
-    Returns:
-        One snapshot per partition; restore each into its partition's operator.
+        state: an ``Engine.snapshot()`` (V1's, or merged from V2's partitions).
+        operators: an operator chain of the same plan (only their ``split`` is
+            called; their own state is not used).
+        router: the partitioning to split for.
+        arrival: the partitions number input rows in ``__arrival`` (see
+            ``flowsql.runtime.ordering``).
     """
-    groups: pa.Table = state["groups"]
-    part = partition(groups.select(state["keys"])) if callable(partition) else partition
-    part = np.asarray(part, dtype=np.int64)
-    count = partitions if partitions is not None else (int(part.max()) + 1 if len(part) else 1)
-    return [dict(state, groups=groups.filter(pa.array(part == i))) for i in range(count)]
+    parts = router.num_partitions
+    if parts == 1:
+        return [state]
+    per_op = [
+        op.split(op_state, router, arrival=arrival)
+        for op, op_state in zip(operators, state["operators"], strict=True)
+    ]
+    return [{**state, "operators": [ops[p] for ops in per_op]} for p in range(parts)]
 
 
-def check_snapshot(state: dict[str, Any], state_key: str) -> None:
-    """Refuse a snapshot that is not an aggregate's or is for another query."""
-    if state.get("format") != SNAPSHOT_FORMAT:
-        raise ExecutionError(f"not an aggregate snapshot (format {state.get('format')!r})")
-    if state.get("state_key") != state_key:
-        raise ExecutionError(
-            f"snapshot is for {state.get('state_key')}, not {state_key}: the query changed"
-        )
+def merge_states(
+    states: Sequence[dict[str, Any]], operators: Sequence[Stateful], router: KeyRouter
+) -> dict[str, Any]:
+    """One engine snapshot from those of the partitions of ``router``
+    (``states[p]`` is partition ``p``'s), restorable by any partition count.
+
+    Each operator keeps from partition ``p`` only the keys ``p`` owns (its part
+    of its own ``split``): an operator may hold empty entries for keys it saw
+    in a dictionary but never received rows for. Engine values are maxed.
+    """
+    if len(states) == 1:
+        return dict(states[0])
+    ops = [
+        op.merge([op.split(st["operators"][i], router)[p] for p, st in enumerate(states)])
+        for i, op in enumerate(operators)
+    ]
+    rest = [{k: v for k, v in st.items() if k != "operators"} for st in states]
+    merged = dict(merge_values(rest))
+    merged["operators"] = ops
+    return merged

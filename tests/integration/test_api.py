@@ -268,7 +268,7 @@ def test_file_sources_and_sinks_are_confined_to_file_roots(
 def test_secrets_never_shown(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "hunter2-pa55"
-    sql = generator_job("s", 10, extra=f", 'kafka.sasl.password' = '{secret}'")
+    sql = generator_job("s", 10, extra=f", 's.properties.sasl.password' = '{secret}'")
     assert client.post("/jobs", content=sql).status_code == 201
     finished(client, "s")
     shown = [

@@ -91,7 +91,7 @@ def sql_quote(value: str) -> str:
 
 
 def job_sql(name: str, props: dict[str, str]) -> str:
-    extra = "".join(f", 'kafka.{k}' = '{sql_quote(v)}'" for k, v in props.items())
+    extra = "".join(f", '{name}.properties.{k}' = '{sql_quote(v)}'" for k, v in props.items())
     return (
         f"CREATE STREAM {name} AS SELECT symbol, price FROM trades"
         f" WITH ('trades.type' = 'generator', 'trades.records' = '10'{extra})"
@@ -102,7 +102,7 @@ def unterminated(key: str, value: str, quote: str = "'") -> str:
     """A deploy whose secret value never closes: the rest of the text is the string."""
     return (
         "CREATE STREAM bad AS SELECT symbol FROM trades\n"
-        f"WITH ('trades.type' = 'generator', 'kafka.{key}' = {quote}{value}"
+        f"WITH ('trades.type' = 'generator', 'bad.properties.{key}' = {quote}{value}"
     )
 
 
@@ -200,7 +200,7 @@ def test_status_and_list_never_show_the_secret(client: httpx.Client, key: str) -
     response = deploy(client, job_sql(name, {key: SECRETS[key][0]}))
     assert response.status_code == 201, response.text
     status = finished(client, name)
-    assert status["properties"][f"kafka.{key}"] == MASK
+    assert status["properties"][f"{name}.properties.{key}"] == MASK
     shown = [response.text, client.get(f"/jobs/{name}").text, client.get("/jobs").text]
     for text in shown:
         for part in hidden(key):
@@ -226,8 +226,8 @@ def test_harmless_keys_stay_visible_in_status(client: httpx.Client) -> None:
     assert response.status_code == 201, response.text
     properties = finished(client, "visible")["properties"]
     for key, value in HARMLESS.items():
-        assert properties[f"kafka.{key}"] == value
-    assert properties["kafka.sasl.password"] == MASK
+        assert properties[f"visible.properties.{key}"] == value
+    assert properties["visible.properties.sasl.password"] == MASK
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ def test_uncaught_thread_exceptions_are_logged_masked(caplog: pytest.LogCaptureF
 @pytest.mark.parametrize("key", list(SECRETS))
 def test_explain_never_shows_the_secret(key: str) -> None:
     text = explain(parse_one(job_sql("e", {key: SECRETS[key][0]})))
-    assert f"kafka.{key} = {MASK}" in text
+    assert f"e.properties.{key} = {MASK}" in text
     for part in hidden(key):
         assert part not in text
 
@@ -290,7 +290,7 @@ def test_explain_never_shows_the_secret(key: str) -> None:
 def test_explain_shows_harmless_keys() -> None:
     text = explain(parse_one(job_sql("e", HARMLESS)))
     for key, value in HARMLESS.items():
-        assert f"kafka.{key} = {value}" in text
+        assert f"e.properties.{key} = {value}" in text
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -306,7 +306,7 @@ def test_cli_explain_and_syntax_errors_never_show_the_secret(tmp_path: Path) -> 
     code, out = run_cli("explain", str(good))
     assert code == 0, out
     for key in SECRETS:
-        assert f"kafka.{key} = {MASK}" in out
+        assert f"c.properties.{key} = {MASK}" in out
         assert all(part not in out for part in hidden(key)), key
     for key, (value, _) in SECRETS.items():
         clean = value.replace("'", "")
@@ -328,5 +328,5 @@ def test_cli_subprocess_stderr_masks_an_unterminated_password(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "unterminated string at line 2" in done.stderr
-    assert "'kafka.sasl.password' = '*" in done.stderr
+    assert "'bad.properties.sasl.password' = '*" in done.stderr
     assert "hunter2-subprocess" not in done.stderr + done.stdout

@@ -97,7 +97,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     ck = None
 
 
-def _require_client() -> Any:
+def require_client() -> Any:
+    """The confluent_kafka module, or a ConnectorError naming the extra to install."""
     if ck is None:
         raise ConnectorError("Kafka needs confluent-kafka: pip install 'flowsql[kafka]'")
     return ck
@@ -149,7 +150,7 @@ def new_client(kind: str, conf: Mapping[str, Any], stream: str = "") -> Any:
             value, an unsupported ``sasl.mechanism``); names the WITH key.
         ConnectorError: librdkafka refused the settings for another reason.
     """
-    client = _require_client()
+    client = require_client()
     makers = {
         "consumer": client.Consumer,
         "producer": client.Producer,
@@ -796,6 +797,11 @@ class KafkaSink:
             self.flush()
         finally:
             close_producer(self.producer, 0)
+
+    def abort(self) -> None:
+        """As :meth:`close`: a message handed to Kafka cannot be taken back (a
+        transactional producer is aborted by the job that owns it)."""
+        self.close()
 
 
 def produce_all(

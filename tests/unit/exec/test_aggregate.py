@@ -18,7 +18,7 @@ import pytest
 
 from flowsql.engine import Engine
 from flowsql.errors import ExecutionError, PlanError
-from flowsql.exec.aggregate import PRIOR_MAX, AggregateOp, split_snapshot
+from flowsql.exec.aggregate import PRIOR_MAX, AggregateOp
 from flowsql.exec.operator import OperatorContext
 from flowsql.plan.expr import AggCall, Call, Col, Expr, Lit
 from flowsql.plan.nodes import Aggregate, EmitMode, Scan, Statement, WindowSpec
@@ -464,7 +464,19 @@ def test_split_snapshot_by_key_then_run_partitions() -> None:
     def owner(keys: pa.Table) -> np.ndarray:
         return np.array([0 if s in ("AA", None) else 1 for s in keys.column("sym").to_pylist()])
 
-    parts = split_snapshot(single.snapshot(), owner, 2)
+    class BySymbol:
+        """A KeyRouter: "AA" and NULL on partition 0, the other symbols on 1."""
+
+        key_columns = ("sym",)
+        num_partitions = 2
+
+        def partitions_of(self, columns: list[pa.Array]) -> np.ndarray:
+            return owner(pa.table({"sym": columns[0]}))
+
+        def partitions(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+            return owner(pa.table({"sym": batch.column("sym")}))
+
+    parts = single.split(single.snapshot(), BySymbol())
     ops = [AggregateOp(node, OperatorContext()) for _ in parts]
     for op, part in zip(ops, parts, strict=True):
         op.restore(pickle.loads(pickle.dumps(part)))

@@ -151,7 +151,7 @@ def harness() -> Iterator[Harness]:
 
 APP = """
 CREATE STREAM cheap AS SELECT id, symbol, price FROM trades WHERE price < 5
-  WITH ('kafka.sasl.password' = 'hunter2', 'topic' = 'out');
+  WITH ('trades.properties.sasl.password' = 'hunter2', 'cheap.topic' = 'out');
 CREATE STREAM dear AS SELECT id, price * 2 AS double_price FROM trades WHERE price >= 5;
 SELECT id FROM trades WHERE id = 7;
 """
@@ -185,7 +185,7 @@ def test_status_fields(harness: Harness) -> None:
     assert status["last_error"] is None
     assert status["failure_strategy"] == "send_to_dlq"
     assert status["records_per_second"] > 0
-    assert status["properties"]["kafka.sasl.password"] == "****"
+    assert status["properties"]["trades.properties.sasl.password"] == "****"
     assert "hunter2" not in str(status)
     names = [s.name for s in harness.server.jobs()]
     assert names == ["cheap", "dear", "query_1"]
@@ -379,10 +379,10 @@ def test_file_paths_outside_roots_are_refused(tmp_path: Path) -> None:
     try:
         with pytest.raises(FileAccessError) as info:
             h.server.deploy(
-                f"CREATE STREAM f AS SELECT id FROM t WITH ('source.path' = '{root}/../x.jsonl')"
+                f"CREATE STREAM f AS SELECT id FROM t WITH ('t.path' = '{root}/../x.jsonl')"
             )
         assert str(root) in str(info.value)
-        h.server.deploy(f"CREATE STREAM f AS SELECT id FROM t WITH ('source.path' = '{root}/x')")
+        h.server.deploy(f"CREATE STREAM f AS SELECT id FROM t WITH ('t.path' = '{root}/x')")
     finally:
         for source in h.sources.values():
             source.end()
@@ -454,8 +454,8 @@ def test_switch_errors_keep_the_old_processor(harness: Harness) -> None:
     assert status["processor_version"] == "V1" and status["records_out"] == 2
 
 
-def test_a_stopped_job_leaves_its_snapshot(tmp_path: Path) -> None:
-    import pickle
+def test_a_stopped_job_leaves_its_savepoint(tmp_path: Path) -> None:
+    from flowsql.state.checkpoint import FileCheckpointStore
 
     h = Harness(checkpoint_dir=str(tmp_path / "ckpt"))
     try:
@@ -465,9 +465,12 @@ def test_a_stopped_job_leaves_its_snapshot(tmp_path: Path) -> None:
         h.sources["s"].push(trades(0, 9))
         h.wait_records("s", 9)
         assert h.server.stop("s").state == "STOPPED"
-        snapshot = pickle.loads((tmp_path / "ckpt" / "s.snapshot").read_bytes())
-        assert snapshot["max_event_time"] == START + 8
-        assert snapshot["operators"]
+        committed, staged = FileCheckpointStore(tmp_path / "ckpt" / "jobs", "s").load("job")
+        assert committed is not None and staged is None
+        assert committed.state["max_event_time"] == START + 8
+        assert committed.state["operators"]
+        assert committed.extra["records_in"] == 9
+        assert committed.offsets == {}  # the test's source cannot resume
     finally:
         for source in h.sources.values():
             source.end()

@@ -13,7 +13,7 @@ def test_explain_windowed_group_by() -> None:
             "SELECT symbol, COUNT(*) AS n, SUM(price * qty) / SUM(qty) AS vwap FROM trades\n"
             "WHERE price > 1.5 AND symbol IN ('A', 'B')\n"
             "GROUP BY symbol WINDOW TUMBLING(ts, 1s)\n"
-            "WITH ('watermark.allowed_lateness' = '500ms', 'kafka.sasl.password' = 'hunter2')"
+            "WITH ('watermark.allowed_lateness' = '500ms', 'trades.properties.sasl.password' = 'hunter2')"
         )
     )
     lines = text.splitlines()
@@ -30,7 +30,7 @@ def test_explain_windowed_group_by() -> None:
     assert "late data: allowed lateness 500ms, then drop" in lines
     assert "routing key: symbol" in lines
     assert any(line.startswith("partitioning: hash-partitioned by (symbol)") for line in lines)
-    assert "hunter2" not in text and "kafka.sasl.password = ****" in text
+    assert "hunter2" not in text and "trades.properties.sasl.password = ****" in text
     assert "annotations: job_mode = v2" in lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from flowsql.errors import PlanError, UnsupportedError
+from flowsql.errors import ConfigError, PlanError, UnsupportedError
 from flowsql.plan.expr import AggCall, Call, Col, Lit
 from flowsql.plan.nodes import (
     Aggregate,
@@ -200,18 +200,21 @@ def test_order_by_unselected_column_is_an_error() -> None:
 
 
 def test_create_stream_and_table() -> None:
-    stream = parse_one("CREATE STREAM big AS SELECT a FROM t WHERE a > 1 WITH ('k' = 'v')")
-    assert (stream.kind, stream.name, stream.properties) == ("stream", "big", {"k": "v"})
+    stream = parse_one(
+        "CREATE STREAM big AS SELECT a FROM t WHERE a > 1 WITH ('big.type' = 'stdout')"
+    )
+    assert (stream.kind, stream.name) == ("stream", "big")
+    assert stream.properties == {"big.type": "stdout"}
     assert stream.sql.startswith("CREATE STREAM big AS")
     table = parse_one("CREATE OR REPLACE TABLE tot AS SELECT a, COUNT(*) FROM t GROUP BY a")
     assert (table.kind, table.name) == ("table", "tot")
-    ksql = parse_one("CREATE STREAM s WITH (KAFKA_TOPIC='out', PARTITIONS=2) AS SELECT a FROM t")
-    assert ksql.properties == {"KAFKA_TOPIC": "out", "PARTITIONS": "2"}
+    with pytest.raises(ConfigError, match="did you mean 's.topic'"):
+        parse_one("CREATE STREAM s WITH (KAFKA_TOPIC='out', PARTITIONS=2) AS SELECT a FROM t")
 
 
 def test_trailing_with_is_not_a_table_hint() -> None:
-    stmt = parse_one("SELECT a FROM t WITH ('trades.type' = 'file_source', 'x.y' = '3')")
-    assert stmt.properties == {"trades.type": "file_source", "x.y": "3"}
+    stmt = parse_one("SELECT a FROM t WITH ('t.type' = 'file_source', 't.path' = 'x')")
+    assert stmt.properties == {"t.type": "file_source", "t.path": "x"}
     assert stmt.plan == Project(Scan("t"), (("a", Col("a")),))
 
 

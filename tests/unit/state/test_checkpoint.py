@@ -1,4 +1,4 @@
-"""The checkpoint store and the choice made on restart (no broker needed)."""
+"""The checkpoint store and the choice made on restart."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from flowsql.state.checkpoint import (
     choose,
     fingerprint,
 )
-
-pytestmark = pytest.mark.kafka
 
 
 def _ckpt(i: int, offset: int) -> Checkpoint:

@@ -18,7 +18,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ from flowsql.redaction import (
     secret_values,
     values_in_text,
 )
+from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory
 
 if TYPE_CHECKING:
     from flowsql.runtime.kafka_job import KafkaJob
@@ -365,26 +366,16 @@ def _bind(statement: Statement, sources: Mapping[str, Any]) -> Statement:
     return bind(statement, schemas)
 
 
-def _processor_factory(
-    statement: Statement, choice: _Choice
-) -> Callable[[Statement, DeadLetterSink | None], Any]:
+def _processor_factory(statement: Statement, choice: _Choice) -> ProcessorFactory:
     """V1 or V2 per ``--processor``, else the ``-- @job_mode`` annotation, else V1."""
     mode = (choice.processor or statement.annotations.get("job_mode") or "v1").lower()
     if mode not in ("v1", "v2"):
         _fail(f"invalid value {mode!r} for --processor: allowed v1, v2")
     count = choice.partitions or _int_annotation(statement, "num_partitions")
-    event_time = choice.event_time
     if mode == "v1":
-        from flowsql.runtime.processor import SimpleJobProcessor
-
-        return lambda stmt, dl: SimpleJobProcessor(stmt, event_time=event_time, dead_letters=dl)
-    try:
-        from flowsql.runtime.coordinator import PartitionedJobCoordinator
-    except ImportError as exc:
-        _fail(f"the V2 processor is not available in this build ({exc}); use --processor v1")
-    return lambda stmt, dl: PartitionedJobCoordinator(
-        stmt, num_partitions=count, event_time=event_time, dead_letters=dl
-    )
+        return factory(V1, event_time=choice.event_time)
+    v2 = ProcessorChoice("v2", count or os.cpu_count() or 1)
+    return factory(v2, event_time=choice.event_time)
 
 
 def _int_annotation(statement: Statement, key: str) -> int | None:

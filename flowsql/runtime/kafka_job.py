@@ -70,21 +70,20 @@ from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.commit import Checkpointer, Task
+from flowsql.runtime.factory import V1, ProcessorFactory, factory
 from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
     KafkaJobSpec,
     is_kafka_job,
 )
-from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.processor import JobProcessor
 from flowsql.state.checkpoint import CheckpointStore, FileCheckpointStore, fingerprint
 
 log = logging.getLogger(__name__)
 
 #: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
 EOS_HEADER = "flowsql.eos"
-
-ProcessorFactory = Callable[[n.Statement, DeadLetterSink | None], JobProcessor]
 
 
 # -- the job -------------------------------------------------------------------
@@ -121,7 +120,7 @@ class KafkaJob:
         spec = self.spec
         self.stats = stats or JobStats()  # a restarted job carries its counters on
         self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
-        self.factory = processor_factory or _v1_processor
+        self.factory = processor_factory or factory(V1)
         self.store = store or FileCheckpointStore(
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
@@ -628,10 +627,6 @@ class KafkaJob:
 
 def _label(processor: JobProcessor) -> tuple[str, str, int]:
     return processor.processor_name, processor.processor_version, processor.num_partitions
-
-
-def _v1_processor(statement: n.Statement, dead_letters: DeadLetterSink | None) -> JobProcessor:
-    return SimpleJobProcessor(statement, dead_letters=dead_letters)
 
 
 def run_kafka_job(

@@ -20,12 +20,11 @@ from flowsql.engine import DEFAULT_BATCH_SIZE
 from flowsql.errors import ConfigError, ConnectorError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
-from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.factory import V1, ProcessorFactory, make_processor
+from flowsql.runtime.processor import JobProcessor
 
 log = logging.getLogger(__name__)
 
-#: Builds a processor for a statement, given the dead-letter sink.
-ProcessorFactory = Callable[[Statement, DeadLetterSink | None], JobProcessor]
 #: Called after each batch with the records read so far.
 Progress = Callable[[int], None]
 
@@ -223,7 +222,7 @@ def _build_processor(
     event_time: str | None,
 ) -> JobProcessor:
     if processor is None:
-        return SimpleJobProcessor(statement, event_time=event_time, dead_letters=dead_letters)
+        return make_processor(statement, V1, dead_letters, event_time=event_time)
     if isinstance(processor, JobProcessor) and not isinstance(processor, type):
         return processor
     return processor(statement, dead_letters)

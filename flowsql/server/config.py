@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -40,6 +39,7 @@ from flowsql.redaction import (
     secret_values,
     values_in_text,
 )
+from flowsql.runtime.factory import ProcessorChoice as ProcessorChoice  # settings build choices
 
 ENV_PREFIX = "FLOWSQL_"
 ENV_SEPARATOR = "__"
@@ -291,18 +291,6 @@ def _known_keys(loc: list[str]) -> str:
             break
         model = annotation
     return "known keys: " + ", ".join(model.model_fields)
-
-
-@dataclass(frozen=True)
-class ProcessorChoice:
-    """Which processor runs a job: ``version`` "v1"/"v2" and V2's partition count."""
-
-    version: str
-    num_partitions: int
-
-    @property
-    def label(self) -> str:
-        return "v1" if self.version == "v1" else f"v2({self.num_partitions})"
 
 
 def default_choice(server: ServerSettings) -> ProcessorChoice:

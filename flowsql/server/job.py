@@ -48,8 +48,9 @@ from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.factory import make_processor
 from flowsql.runtime.failures import BatchFailureHandler, FailurePolicy, StopRequested
-from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.processor import JobProcessor
 from flowsql.server.config import ProcessorChoice, Redactor
 from flowsql.server.savepoint import JobCounts, Restore, Savepoints, skip_rows
 
@@ -73,22 +74,6 @@ class JobState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobState.FINISHED, JobState.FAILED, JobState.STOPPED)
-
-
-def make_processor(
-    statement: n.Statement, choice: ProcessorChoice, dead_letters: DeadLetterSink
-) -> JobProcessor:
-    """V1 ``SimpleJobProcessor`` or V2 ``PartitionedJobCoordinator`` for ``choice``."""
-    if choice.version == "v1":
-        return SimpleJobProcessor(statement, dead_letters=dead_letters)
-    from flowsql.runtime.coordinator import PartitionedJobCoordinator
-
-    return PartitionedJobCoordinator(
-        statement,
-        num_partitions=choice.num_partitions,
-        dead_letters=dead_letters,
-        job=statement.name,
-    )
 
 
 def is_processor_broken(exc: BaseException, processor: JobProcessor) -> bool:

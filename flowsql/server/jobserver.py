@@ -33,6 +33,7 @@ from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_me
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+from flowsql.runtime.factory import make_processor
 from flowsql.runtime.failures import FailurePolicy
 from flowsql.runtime.worker import heartbeat_timeout
 from flowsql.server.config import (
@@ -49,7 +50,6 @@ from flowsql.server.job import (
     JobState,
     JobStatus,
     ProcessorFactory,
-    make_processor,
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
 from flowsql.server.savepoint import Savepoints, wants_restore

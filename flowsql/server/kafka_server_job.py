@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.factory import make_processor
 from flowsql.server.config import ProcessorChoice, Redactor
 from flowsql.server.job import (
     JobState,
@@ -22,7 +23,6 @@ from flowsql.server.job import (
     close_quietly,
     error_headline,
     iso_time,
-    make_processor,
 )
 
 if TYPE_CHECKING:

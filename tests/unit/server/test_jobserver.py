@@ -17,9 +17,10 @@ import pytest
 from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.factory import make_processor
 from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 from flowsql.server.config import FileAccessError, ProcessorChoice, ServerSettings
-from flowsql.server.job import JobState, make_processor
+from flowsql.server.job import JobState
 from flowsql.server.jobserver import JobConflictError, StreamJobServer, UnknownJobError
 
 START = 1_704_067_200_000

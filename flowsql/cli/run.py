@@ -42,7 +42,9 @@ from flowsql.redaction import (
 from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory
 
 if TYPE_CHECKING:
+    from flowsql.connectors.base import Sink
     from flowsql.runtime.kafka_job import KafkaJob
+    from flowsql.runtime.processor import JobProcessor
 
 DEMO_SQL = (
     "SELECT symbol, COUNT(*) AS count, AVG(price) AS avg_price\n"
@@ -173,6 +175,7 @@ def _run_plain(
 ) -> str:
     from flowsql.runtime.runner import run_job
 
+    assert job.sink is not None, "every prepared job has its sink"
     try:
         report = run_job(
             job.statement, job.sources, job.sink, processor=job.processor, batch_size=batch_size
@@ -310,12 +313,12 @@ class _Choice:
 
 @dataclass
 class _Job:
-    """One statement, ready to run."""
+    """One statement, ready to run (its sink is None until it is built)."""
 
     statement: Statement
     sources: dict[str, Any]
-    sink: Any
-    processor: Any
+    sink: Sink | None
+    processor: JobProcessor
 
 
 def _prepare(
@@ -579,14 +582,13 @@ def _abort_all(jobs: list[_Job], kafka_jobs: list[KafkaJob] | None = None) -> No
     """Close every processor and discard every sink's partial output; close the
     Kafka jobs' clients (their output is as far as their last checkpoint)."""
     for job in jobs:
-        abort = getattr(job.sink, "abort", None)
-        if abort is not None:
-            abort()
+        if job.sink is not None:
+            job.sink.abort()
         job.processor.close()
     for kafka in kafka_jobs or ():
         try:
             if kafka.spec.output is None:
-                getattr(kafka.sink, "abort", kafka.sink.close)()
+                kafka.sink.abort()
             kafka.close()
         except Exception as exc:  # already closed, or the broker is gone
             typer.echo(f"warning: closing Kafka job '{kafka.spec.job}': {exc}", err=True)

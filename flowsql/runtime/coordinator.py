@@ -299,6 +299,11 @@ class PartitionedJobCoordinator:
     def _start_worker(self, p: int, spec: EngineSpec, env: dict[str, str]) -> PartitionWorker:
         return PartitionWorker(p, spec, self.job, env, heartbeat_timeout=self.heartbeat_timeout_s)
 
+    @property
+    def closed(self) -> bool:
+        """True once closed, by the caller or by :meth:`fail` after a worker error."""
+        return self._closed
+
     def close(self) -> None:
         """Stop and reap every worker process (safe to call twice)."""
         if self._closed:

@@ -43,6 +43,11 @@ class JobProcessor(Protocol):
         ...
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran, or the processor shut itself down after an error."""
+        ...
+
+    @property
     def failure(self) -> ExecutionError | None:
         """Why the processor can no longer run (a V2 worker died or stalled),
         checked without waiting; None while it is healthy."""
@@ -91,6 +96,11 @@ class SimpleJobProcessor:
         dead_letters: DeadLetterSink | None = None,
     ) -> None:
         self.engine = Engine(statement, event_time=event_time, dead_letters=dead_letters)
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def metrics(self) -> EngineMetrics:
@@ -126,4 +136,4 @@ class SimpleJobProcessor:
         raise UnsupportedError("V1 reads its source batch by batch; splits are for V2")
 
     def close(self) -> None:
-        return None
+        self._closed = True

@@ -82,11 +82,7 @@ def is_processor_broken(exc: BaseException, processor: JobProcessor) -> bool:
     could not be processed by a processor that carries on."""
     if isinstance(exc, EOFError | ConnectionError):
         return True
-    for flag in ("broken", "closed", "_closed"):
-        if getattr(processor, flag, False) is True:
-            return True
-    workers = getattr(processor, "workers", None) or ()
-    return any(getattr(worker, "failed", False) for worker in workers)
+    return processor.closed or processor.failure is not None
 
 
 @dataclass
@@ -289,8 +285,8 @@ class Job:
         if self._state.terminal or not self._lock.acquire(blocking=False):
             return
         try:
-            failure = getattr(self.processor, "failure", None)
-            if isinstance(failure, BaseException) and not self._state.terminal:
+            failure = self.processor.failure
+            if failure is not None and not self._state.terminal:
                 self._fail(failure)
         finally:
             self._lock.release()
@@ -431,8 +427,8 @@ class Job:
 
     def _check_processor(self, _: pa.RecordBatch) -> None:
         """On an idle source's heartbeat: fail now if a V2 worker died meanwhile."""
-        failure = getattr(self.processor, "failure", None)
-        if isinstance(failure, BaseException):
+        failure = self.processor.failure
+        if failure is not None:
             raise failure
 
     def _finish_input(self, _: None) -> None:
@@ -450,16 +446,15 @@ class Job:
 
     def _drain(self) -> None:
         """Emit what a V2 processor still holds for batches it was already given."""
-        drain = getattr(self.processor, "drain", None)
-        if drain is not None and not is_processor_broken(Exception(), self.processor):
-            self._emit(drain())
+        if not is_processor_broken(Exception(), self.processor):
+            self._emit(self.processor.drain())
             self._refresh_counters()
 
     def _refresh_counters(self) -> None:
         metrics = self.processor.metrics
         c = self._counters
         c.late_now = metrics.late_records
-        c.dead_now = metrics.dead_lettered + int(getattr(self.source, "dead_lettered", 0))
+        c.dead_now = metrics.dead_lettered + self.source.dead_lettered
         high = metrics.max_event_time
         if high is not None and (c.max_event_time is None or high > c.max_event_time):
             c.max_event_time = high
@@ -476,7 +471,7 @@ class Job:
         c.late_carried += c.late_now
         c.dead_carried += old.metrics.dead_lettered
         c.late_now = 0
-        c.dead_now = int(getattr(self.source, "dead_lettered", 0))
+        c.dead_now = self.source.dead_lettered
         self.processor, self.choice = new, choice
         self._processor_label = _label(new)
         self._switches.append(f"{_label_text(old)} -> {_label_text(new)}")
@@ -537,7 +532,7 @@ class Job:
             records_out=status.records_out,
             late_records=status.late_records,
             dead_lettered=status.dead_lettered,
-            source_dead_lettered=int(getattr(self.source, "dead_lettered", 0)),
+            source_dead_lettered=self.source.dead_lettered,
             max_event_time=self._counters.max_event_time,
         )
         try:
@@ -572,7 +567,7 @@ class Job:
             if keep_output:
                 self.sink.close()
             else:
-                getattr(self.sink, "abort", self.sink.close)()
+                self.sink.abort()
         except Exception as exc:
             log.error("job %s: closing the sink failed: %s", self.name, exc)
             return self.redactor.text(f"closing the sink failed: {exc}")

@@ -90,6 +90,9 @@ class RowsSink:
     def close(self) -> None:
         return None
 
+    def abort(self) -> None:
+        return None
+
 
 class Paced:
     """A job server whose jobs read PacedSources and write RowsSinks."""

@@ -234,6 +234,9 @@ class NullSink:
     def close(self) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 def wait_until(check: Callable[[], bool], what: str, limit_s: float) -> None:
     deadline = time.monotonic() + limit_s

@@ -316,6 +316,9 @@ class SlowSink:
     def close(self) -> None:
         return None
 
+    def abort(self) -> None:
+        return None
+
 
 def test_slow_sink_slows_consumption_and_keeps_memory_bounded(
     bootstrap, new_topic, tmp_path, monkeypatch

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from flowsql.bench import scenarios as sc
+from flowsql.cli.errors import fail
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,7 @@ def _peers_python(explicit: str | None) -> str:
 
     python = peer_python(explicit)
     if python is None:
-        raise _fail(
-            f"--peers needs Quix Streams and Bytewax: {PEERS_EXTRA} (or --peers-python PATH)"
-        )
+        fail(f"--peers needs Quix Streams and Bytewax: {PEERS_EXTRA} (or --peers-python PATH)")
     return python
 
 
@@ -145,30 +144,25 @@ def _note(message: str) -> None:
     typer.echo(f"note: {message}", err=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _scenarios(names: str) -> list[sc.Scenario]:
     try:
         return sc.select(names)
     except KeyError as exc:
         known = ", ".join(s.name for s in sc.SCENARIOS)
-        raise _fail(f"unknown scenario {exc.args[0]}; known: {known}") from None
+        fail(f"unknown scenario {exc.args[0]}; known: {known}")
 
 
 def _partitions(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise _fail(f"--partitions {text!r}: expected counts like 1,2,4") from None
+        fail(f"--partitions {text!r}: expected counts like 1,2,4")
     if not counts or min(counts) < 1:
-        raise _fail(f"--partitions {text!r}: expected counts >= 1 like 1,2,4")
+        fail(f"--partitions {text!r}: expected counts >= 1 like 1,2,4")
     return counts
 
 
 def _source(text: str) -> str:
     if text not in ("memory", "jsonl"):
-        raise _fail(f"--source {text!r}: expected memory or jsonl")
+        fail(f"--source {text!r}: expected memory or jsonl")
     return text

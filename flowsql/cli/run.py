@@ -22,19 +22,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow as pa
 import typer
 from rich.console import Console
 
+from flowsql.cli.errors import fail
 from flowsql.errors import FlowSQLError, did_you_mean
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
 from flowsql.redaction import (
     redact_error,
-    redact_text,
     register_secrets,
     secret_values,
     values_in_text,
@@ -65,18 +65,13 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {redact_text(message)}", err=True)
-    raise typer.Exit(code)
-
-
 def _read_sql(file: Path) -> str:
     try:
         return file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        _fail(f"SQL file not found: {file}")
+        fail(f"SQL file not found: {file}")
     except OSError as exc:
-        _fail(f"cannot read SQL file {file}: {exc}")
+        fail(f"cannot read SQL file {file}: {exc}")
 
 
 def _parse(text: str) -> list[Statement]:
@@ -85,9 +80,9 @@ def _parse(text: str) -> list[Statement]:
     try:
         statements = parse(text)
     except FlowSQLError as exc:
-        _fail(redact_error(exc, values_in_text(text)))
+        fail(redact_error(exc, values_in_text(text)))
     if not statements:
-        _fail("the SQL file holds no statement")
+        fail("the SQL file holds no statement")
     for statement in statements:  # so that errors and logs mask them from now on
         register_secrets(secret_values(statement.properties))
     return statements
@@ -183,7 +178,7 @@ def _run_plain(
     except FlowSQLError as exc:
         _abort_all(jobs, kafka_jobs)
         _close_letters(letters)
-        _fail(f"job '{job.statement.name}' failed: {exc}", code=1)
+        fail(f"job '{job.statement.name}' failed: {exc}", code=1)
     return report.summary()
 
 
@@ -224,7 +219,7 @@ def _prepare_kafka(
             )
         except Exception as exc:  # bad config, unreachable broker, missing topic
             _abort_all(jobs, built)
-            _fail(f"job '{statement.name}': {_kafka_problem(exc, statement)}")
+            fail(f"job '{statement.name}': {_kafka_problem(exc, statement)}")
     return built
 
 
@@ -239,7 +234,7 @@ def _run_kafka(
     except Exception as exc:
         _abort_all(jobs, kafka_jobs)
         _close_letters(letters)
-        _fail(f"job '{job.spec.job}' failed: {_kafka_problem(exc, job.statement)}", code=1)
+        fail(f"job '{job.spec.job}' failed: {_kafka_problem(exc, job.statement)}", code=1)
     elapsed = time.perf_counter() - started
     if job.spec.output is None:
         job.sink.close()  # a file or the console: KafkaJob flushed it at every checkpoint
@@ -288,13 +283,13 @@ def _bind_inputs(statements: list[Statement], specs: list[str]) -> dict[str, str
         name, eq, path = spec.partition("=")
         if not eq or not _NAME_RE.match(name):
             if len(names) != 1:
-                _fail(
+                fail(
                     f"--input {spec!r}: say which FROM name it binds (NAME=PATH); names: {', '.join(names)}"
                 )
             name, path = names[0], spec
         if name not in names:
             hint = did_you_mean(name, names)
-            _fail(
+            fail(
                 f"--input {name}=...: no FROM name '{name}' in the SQL"
                 + (f"; {hint}" if hint else "")
             )
@@ -349,7 +344,7 @@ def _prepare(
             jobs[-1].sink = sink_for(statement, output if last else None, console=stdout)
         except (FlowSQLError, OSError) as exc:
             _abort_all(jobs)
-            _fail(str(exc))
+            fail(str(exc))
     return jobs
 
 
@@ -373,7 +368,7 @@ def _processor_factory(statement: Statement, choice: _Choice) -> ProcessorFactor
     """V1 or V2 per ``--processor``, else the ``-- @job_mode`` annotation, else V1."""
     mode = (choice.processor or statement.annotations.get("job_mode") or "v1").lower()
     if mode not in ("v1", "v2"):
-        _fail(f"invalid value {mode!r} for --processor: allowed v1, v2")
+        fail(f"invalid value {mode!r} for --processor: allowed v1, v2")
     count = choice.partitions or _int_annotation(statement, "num_partitions")
     if mode == "v1":
         return factory(V1, event_time=choice.event_time)
@@ -388,7 +383,7 @@ def _int_annotation(statement: Statement, key: str) -> int | None:
     try:
         return max(1, int(value))
     except ValueError:
-        _fail(f"invalid value {value!r} for '-- @{key}': allowed a positive integer")
+        fail(f"invalid value {value!r} for '-- @{key}': allowed a positive integer")
 
 
 class _Letters:
@@ -423,10 +418,10 @@ def _dead_letter_sink(dlq: Path | None, statements: list[Statement]) -> _Letters
     try:
         check_sink_path(path, key=label)
     except FlowSQLError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     problem = _output_problem(label, path)
     if problem:
-        _fail(problem)
+        fail(problem)
     return _Letters(JsonlDeadLetters(path))
 
 
@@ -465,7 +460,7 @@ def _check_files(
     problem = next((p for p in problems if p), None)
     if problem:
         _abort_all(jobs, kafka_jobs)
-        _fail(problem)
+        fail(problem)
 
 
 def _written_files(
@@ -553,7 +548,7 @@ def _cleanup_on_signals(
     except _Signalled as stop:
         _abort_all(jobs, kafka_jobs)
         _close_letters(letters)
-        _fail(f"interrupted by {stop}; unfinished output removed", code=128 + stop.signum)
+        fail(f"interrupted by {stop}; unfinished output removed", code=128 + stop.signum)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from flowsql.cli.errors import fail
 from flowsql.errors import ConfigError
 from flowsql.server.config import CLIENT_HEADER, TOKEN_ENV
 
@@ -44,11 +45,6 @@ def register(app: typer.Typer) -> None:
     app.command("pause")(pause)
     app.command("resume")(resume)
     app.command("switch")(switch)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 # -- flowsql server --------------------------------------------------------------------------
@@ -84,7 +80,7 @@ def server(
         settings = load_settings(path, overrides=overrides)
         serve(settings.server, token=os.environ.get(TOKEN_ENV) or None, log_level=log_level)
     except ConfigError as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
 
 
 def _overrides(
@@ -121,7 +117,7 @@ def deploy(
     try:
         sql = file.read_text(encoding="utf-8")
     except OSError as exc:
-        _fail(f"cannot read SQL file {file}: {exc.strerror or exc}", code=2)
+        fail(f"cannot read SQL file {file}: {exc.strerror or exc}", code=2)
     body = _request(
         "POST",
         url,
@@ -206,9 +202,12 @@ def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
         with httpx.Client(base_url=url, timeout=120) as client:
             response = client.request(method, path, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the flowsql server at {url} ({exc}); is `flowsql server` running?")
+        fail(
+            f"cannot reach the flowsql server at {url} ({exc}); is `flowsql server` running?",
+            code=1,
+        )
     if response.status_code >= 400:
-        _fail(_error_text(response))
+        fail(_error_text(response), code=1)
     return response.json()
 
 

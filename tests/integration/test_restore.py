@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import queue
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ from flowsql.server.job import JobStatus
 from flowsql.server.jobserver import StreamJobServer
 from flowsql.server.savepoint import statement_fingerprint
 from flowsql.sql import parse
+from tests import polling
 from tests.serving import PROGRAM_HEADERS, live, live_client
+
+wait_until = partial(polling.wait_until, limit_s=60)  # whole generator runs
 
 RECORDS = 400_000
 BATCH = 100
@@ -70,14 +73,6 @@ def first_and_last(rows: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str
         first.setdefault(row["symbol"], row["n"])
         last[row["symbol"]] = row["n"]
     return first, last
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def run_and_stop(server: StreamJobServer, sql: str) -> JobStatus:

@@ -8,8 +8,8 @@ known point of the stream, with window, group and ROWS state in flight.
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -22,7 +22,10 @@ from flowsql.records import DeadLetterSink
 from flowsql.server.api import create_app
 from flowsql.server.config import ServerSettings, V2Settings
 from flowsql.server.jobserver import StreamJobServer
+from tests import polling
 from tests.serving import live
+
+wait_until = partial(polling.wait_until, limit_s=60)  # paced jobs
 
 QUERIES = {
     "tumbling_final": (
@@ -123,14 +126,6 @@ def paced() -> Iterator[Paced]:
     p = Paced()
     yield p
     p.close()
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.005)
 
 
 def wait_for_records(paced: Paced, name: str, count: int) -> None:

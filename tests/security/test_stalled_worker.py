@@ -14,7 +14,7 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from flowsql.server.config import ServerSettings
 from flowsql.server.job import JobState
 from flowsql.server.jobserver import StreamJobServer
 from flowsql.sql import parse_one
+from tests.polling import wait_until
 
 # Workers unpickle BusySplit by its module name (``security.test_stalled_worker``
 # under --import-mode=importlib): they inherit sys.path, so put tests/ on it.
@@ -236,14 +237,6 @@ class NullSink:
 
     def abort(self) -> None:
         pass
-
-
-def wait_until(check: Callable[[], bool], what: str, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit_s}s: {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

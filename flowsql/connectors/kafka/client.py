@@ -741,7 +741,29 @@ class KafkaSource:
 # -- sink --------------------------------------------------------------------
 
 
-class KafkaSink:
+class _ProducerOwner:
+    """A sink that writes through a producer it either made (and so destroys on
+    :meth:`close`) or was handed (a job's transactional producer, which the job closes)."""
+
+    producer: Any
+    _own: bool
+    _closed: bool
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush, and destroy the producer if the sink made it."""
+        if not self._own or self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            close_producer(self.producer, 0)
+
+
+class KafkaSink(_ProducerOwner):
     """Writes result rows to a topic, keyed by the GROUP BY / KEY columns.
 
     ``write`` blocks while the producer's queue is full (backpressure: a slow
@@ -787,16 +809,6 @@ class KafkaSink:
         if pending:
             raise ConnectorError(f"{pending} messages to {self.topic!r} not delivered after 60s")
         self.failures.check(repr(self.topic))
-
-    def close(self) -> None:
-        """Flush, and destroy the producer if the sink made it."""
-        if not self._own or self._closed:
-            return
-        self._closed = True
-        try:
-            self.flush()
-        finally:
-            close_producer(self.producer, 0)
 
     def abort(self) -> None:
         """As :meth:`close`: a message handed to Kafka cannot be taken back (a
@@ -899,7 +911,7 @@ def output_key_columns(statement: n.Statement, stream: str | None = None) -> tup
 # -- dead letters ------------------------------------------------------------
 
 
-class KafkaDeadLetters:
+class KafkaDeadLetters(_ProducerOwner):
     """Dead letters to a topic: the original bytes as value, the reason in headers
     (``flowsql.error``, ``flowsql.source``, ``flowsql.position``, ``flowsql.operator``)."""
 
@@ -930,16 +942,6 @@ class KafkaDeadLetters:
     def flush(self) -> None:
         self.producer.flush(30)
         self.failures.check(f"dead-letter topic {self.topic!r}")
-
-    def close(self) -> None:
-        """Flush, and destroy the producer if this sink made it."""
-        if not self._own or self._closed:
-            return
-        self._closed = True
-        try:
-            self.flush()
-        finally:
-            close_producer(self.producer, 0)
 
 
 def dead_letters_from_properties(

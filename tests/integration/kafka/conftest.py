@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
+from flowsql.server.config import ServerSettings  # noqa: E402
+from flowsql.server.jobserver import StreamJobServer  # noqa: E402
 from tests.broker import Broker, BrokerUnavailable, start_broker  # noqa: E402
 from tests.integration.kafka.kafka_helpers import names  # noqa: E402
 
@@ -50,3 +52,13 @@ def new_topic(bootstrap: str) -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[StreamJobServer]:
+    """A job server whose file roots are the test's directory."""
+    server = StreamJobServer(ServerSettings(file_roots=[str(tmp_path)], stop_timeout_s=20))
+    try:
+        yield server
+    finally:
+        server.shutdown()

@@ -25,12 +25,12 @@ import httpx
 import pytest
 
 from flowsql.server.api import create_app
-from flowsql.server.config import ServerSettings
 from flowsql.server.job import JobState
 from flowsql.server.jobserver import StreamJobServer
 from tests.broker import free_port
 from tests.integration.kafka.kafka_helpers import produce_json
 from tests.integration.kafka.test_kafka_job import job_sql
+from tests.polling import wait_until
 from tests.serving import PROGRAM_HEADERS, live_client
 
 pytestmark = pytest.mark.kafka
@@ -71,15 +71,6 @@ def live(server: StreamJobServer) -> Iterator[httpx.Client]:
     """The server's API on a free loopback port, and a client of it."""
     with live_client(create_app(server), headers=PROGRAM_HEADERS) as client:
         yield client
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[StreamJobServer]:
-    server = StreamJobServer(ServerSettings(file_roots=[str(tmp_path)], stop_timeout_s=20))
-    try:
-        yield server
-    finally:
-        server.shutdown()
 
 
 # -- deploy errors --------------------------------------------------------------------
@@ -149,16 +140,6 @@ def test_fifty_refused_deploys_leave_no_client_threads_nor_descriptors(
 
 
 # -- a worker that dies or stops --------------------------------------------------------
-
-
-def wait_until(check: Callable[[], bool], what: str, limit_s: float) -> float:
-    """Poll until ``check()``; return the seconds it took."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > limit_s:
-            raise AssertionError(f"not within {limit_s}s: {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 Feed = Callable[[int, int], None]

@@ -5,38 +5,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowsql.engine import query
-from flowsql.server.config import ServerSettings
 from flowsql.server.job import JobState
-from flowsql.server.jobserver import StreamJobServer
+from tests import polling
 from tests.integration.kafka.kafka_helpers import json_rows, json_sorted, produce_json, read_all
 from tests.integration.kafka.test_kafka_job import WINDOWED, job_sql, trades
 
+wait_until = partial(polling.wait_until, limit_s=20)  # small topics
+
 pytestmark = pytest.mark.kafka
-
-
-def wait_until(check: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
-    """Poll until ``check()``; fails only when it never becomes true."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[StreamJobServer]:
-    server = StreamJobServer(ServerSettings(file_roots=[str(tmp_path)], stop_timeout_s=20))
-    try:
-        yield server
-    finally:
-        server.shutdown()
 
 
 def test_bounded_windowed_job_finishes_with_v1_rows_and_real_counters(

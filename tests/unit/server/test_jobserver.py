@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
 from flowsql.server.config import FileAccessError, ProcessorChoice, ServerSettings
 from flowsql.server.job import JobState
 from flowsql.server.jobserver import JobConflictError, StreamJobServer, UnknownJobError
+from tests.polling import wait_until
 
 START = 1_704_067_200_000
 
@@ -98,15 +98,6 @@ def trades(first: int, n: int) -> pa.RecordBatch:
             "_timestamp": pa.array([START + i for i in ids], pa.int64()),
         }
     )
-
-
-def wait_until(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
-    """Poll until ``check()``; fails only when it never becomes true."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.005)
 
 
 class Harness:

@@ -203,7 +203,7 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint_without_loss(
     task = next(t for t in job.kafka.tasks.values() if t.processor is not None)
     os.kill(task.processor.workers[0].process.pid, signal.SIGKILL)
     produce_json(bootstrap, source, numbered(600, 400), key="symbol")
-    wait_until(lambda: server.status("out").kafka["restarts"] == 1, "restarted once", 30)
+    wait_until(lambda: server.status("out").kafka["restarts"] == 1, "restarted once", limit_s=30)
     status = server.status("out")
     assert status.state == JobState.RUNNING
     assert status.last_error is not None and "partition" in status.last_error
@@ -212,7 +212,7 @@ def test_a_killed_worker_restarts_the_job_from_its_checkpoint_without_loss(
             {r["id"] for r in json_rows(read_all(bootstrap, out, idle=0.5))} >= set(range(1000))
         ),
         "every record out after the restart",
-        30,
+        limit_s=30,
     )
     assert server.stop("out").state == JobState.STOPPED
     assert server.status("out").kafka["restarts"] == 1

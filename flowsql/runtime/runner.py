@@ -9,24 +9,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import pyarrow as pa
 
 from flowsql.connectors.base import Sink, Source
 from flowsql.engine import DEFAULT_BATCH_SIZE
 from flowsql.errors import ConfigError, ConnectorError, did_you_mean
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.driver import Driver, Progress
 from flowsql.runtime.factory import V1, ProcessorFactory, make_processor
 from flowsql.runtime.processor import JobProcessor
+from flowsql.runtime.splits import source_splits
 
 log = logging.getLogger(__name__)
-
-#: Called after each batch with the records read so far.
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -100,17 +97,17 @@ def run_job(
     log.debug(
         "job %s: processor %s x%d", statement.name, proc.processor_version, proc.num_partitions
     )
+    driver = Driver(proc, sink, batch_size=batch_size)
     try:
-        splits = _splits(source, proc, batch_size)
+        splits = source_splits(source, batch_size=batch_size) if proc.can_split() else None
         if splits is not None:
             log.debug("job %s: %d splits read in parallel by workers", statement.name, len(splits))
-            records_in, records_out = _pump_splits(splits, proc, sink, progress)
+            outcome = driver.run_splits(splits, progress=progress)
         else:
-            records_in, records_out = _pump(source, proc, sink, batch_size, progress)
-            log.debug("job %s: input ended after %d records", statement.name, records_in)
-            records_out += _write_all(sink, proc.flush())
-        log.debug("job %s: flushed; %d records out", statement.name, records_out)
-        sink.flush()
+            outcome = driver.run(source.batches(), progress=progress)
+        log.debug(
+            "job %s: %s; %d records out", statement.name, outcome, driver.counters.records_out
+        )
     except BaseException:
         _abort(sink)
         raise
@@ -124,79 +121,13 @@ def run_job(
         job=statement.name,
         processor=proc.processor_version,
         partitions=proc.num_partitions,
-        records_in=records_in,
-        records_out=records_out,
+        records_in=driver.counters.records_in,
+        records_out=driver.counters.records_out,
         late_records=proc.metrics.late_records,
         dead_lettered=source.dead_lettered + proc.metrics.dead_lettered,
         elapsed_s=elapsed,
         stopped_early=proc.done,
     )
-
-
-def _pump(
-    source: Source,
-    proc: JobProcessor,
-    sink: Sink,
-    batch_size: int,
-    progress: Progress | None,
-) -> tuple[int, int]:
-    """Feed every source batch to the processor; stop early once it is done."""
-    records_in = records_out = 0
-    batches = source.batches()
-    try:
-        for batch in _cut(batches, batch_size):
-            records_in += batch.num_rows
-            records_out += _write_all(sink, proc.process_batch(batch))
-            if progress is not None:
-                progress(records_in)
-            if proc.done:
-                log.debug("processor done (LIMIT reached) after %d records", records_in)
-                break
-    finally:
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
-    return records_in, records_out
-
-
-def _splits(source: Source, proc: JobProcessor, batch_size: int) -> list[Any] | None:
-    """Pieces of the input that the processor's workers can read and decode on
-    their own (V2 over a JSON lines file), or None to feed batches."""
-    if not proc.can_split():
-        return None
-    from flowsql.runtime.splits import source_splits
-
-    return source_splits(source, batch_size=batch_size)
-
-
-def _pump_splits(
-    splits: list[Any], proc: JobProcessor, sink: Sink, progress: Progress | None
-) -> tuple[int, int]:
-    """Let the processor read the splits; it emits everything, the flush included."""
-    records_out = 0
-    for batch in proc.run_splits(splits):
-        records_out += _write_all(sink, [batch])
-        if progress is not None:
-            progress(proc.metrics.records_in)
-    return proc.metrics.records_in, records_out
-
-
-def _cut(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        if batch.num_rows <= size:
-            yield batch
-            continue
-        for start in range(0, batch.num_rows, size):
-            yield batch.slice(start, size)
-
-
-def _write_all(sink: Sink, batches: list[pa.RecordBatch]) -> int:
-    rows = 0
-    for batch in batches:
-        if batch.num_rows:
-            sink.write(batch)
-            rows += batch.num_rows
-    return rows
 
 
 def single_source(statement: Statement, sources: Mapping[str, Source] | Source) -> Source:

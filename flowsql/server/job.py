@@ -1,26 +1,27 @@
 """A running job: one statement driven source -> processor -> sink on its own thread
 (:class:`Job`; Kafka statements run as ``flowsql.server.kafka_server_job.KafkaServerJob``).
 
-The job thread reads the source; it holds the job's lock while a batch goes
-through the processor into the sink, and while the end-of-input flush runs.
-Whoever else holds that lock (pause, stop, a processor switch from the REST
-API) therefore sees the job at a batch boundary: the processor holds no
-half-processed input, so pausing, snapshotting and switching there loses and
-repeats nothing. A job whose source is idle is at a boundary too, so these
-requests do not wait for the next batch to arrive.
+The job thread runs the one driver loop (:class:`flowsql.runtime.driver.Driver`):
+source -> processor -> sink, batch by batch. Control requests from the REST
+API (pause, stop, a processor switch) go through the driver's
+:class:`~flowsql.runtime.driver.Boundary`, so they see the job at a batch
+boundary: the processor holds no half-processed input, so pausing,
+snapshotting and switching there loses and repeats nothing. A job whose source
+is idle is at a boundary too, so these requests do not wait for the next
+batch to arrive.
 
 Switching processors (``switch_processor``):
 
 1. build the new processor while the job keeps running, and wait until it
    answers (a snapshot of its empty state), so V2 workers have started;
-2. at a batch boundary (under the lock): drain the old processor, so the outputs
+2. at a batch boundary (holding the boundary): drain the old processor, so the outputs
    of batches a V2 processor still has in flight reach the sink;
 3. snapshot the old processor (operator state + event-time maximum);
 4. restore the snapshot into the new one (V2 re-partitions keyed state by
    routing key);
 5. carry the late/dead-letter counters over and swap; the job continues with
    the next batch;
-6. close the old processor, outside the lock.
+6. close the old processor, after the boundary is released.
 
 If a step fails the job keeps its old processor and the request reports the error.
 Stopping does not emit open windows: it flushes the sink and, when
@@ -34,28 +35,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-import pyarrow as pa
+from typing import Any
 
 from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
+from flowsql.runtime.driver import Boundary, Counters, Driver, Outcome
 from flowsql.runtime.factory import make_processor
 from flowsql.runtime.failures import BatchFailureHandler, FailurePolicy, StopRequested
 from flowsql.runtime.processor import JobProcessor
 from flowsql.server.config import ProcessorChoice, Redactor
 from flowsql.server.savepoint import JobCounts, Restore, Savepoints, skip_rows
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +121,21 @@ class JobStatus:
 
 
 @dataclass
-class _Counters:
+class _Counters(Counters):
     """Job-level counters, written by the job thread only."""
 
-    records_in: int = 0
-    records_out: int = 0
     restored_in: int = 0  # records_in carried over from a savepoint
-    position: int = 0  # rows read from the source, over every run
-    batches: int = 0
+    start_position: int = 0  # rows the source had delivered before this run
     late_carried: int = 0
     dead_carried: int = 0
     late_now: int = 0
     dead_now: int = 0
     max_event_time: int | None = None
-    active_s: float = 0.0
+
+    @property
+    def position(self) -> int:
+        """Rows read from the source, over every run."""
+        return self.start_position + self.records_in - self.restored_in
 
 
 class Job:
@@ -186,12 +182,7 @@ class Job:
         self._factory = processor_factory
         self._lateness_ms = allowed_lateness(statement.plan)
         self._counters = _Counters()
-        self._lock = threading.RLock()  # held while the processor or the sink is in use
-        self._resumed = threading.Condition(self._lock)
-        self._gate = threading.Condition(threading.Lock())
-        self._waiting = 0  # control requests waiting for the lock
-        self._pause_requested = False
-        self._stopping = threading.Event()
+        self.boundary = Boundary()  # held while the processor or the sink is in use
         self._state = JobState.RUNNING
         self._last_error: str | None = None
         self._switches: list[str] = []
@@ -199,16 +190,28 @@ class Job:
         self._finished: datetime | None = None
         self._thread: threading.Thread | None = None
         self._released = False
-        self.processor = processor_factory(statement, choice, dead_letters)
-        self._restored = None if restore is None else self._start_from(restore)
-        self._processor_label = _label(self.processor)
         self._failures = BatchFailureHandler(
             policy,
             job=self.name,
             write_letters=dead_letters.write,
-            stopping=self._stopping,
+            stopping=self.boundary.stopping,
             is_fatal=lambda exc: is_processor_broken(exc, self.processor),
         )
+        self.driver = Driver(
+            processor_factory(statement, choice, dead_letters),
+            sink,
+            counters=self._counters,
+            failures=self._failures,
+            boundary=self.boundary,
+            on_batch=self._refresh_counters,
+        )
+        self._restored = None if restore is None else self._start_from(restore)
+        self._processor_label = _label(self.processor)
+
+    @property
+    def processor(self) -> JobProcessor:
+        """The processor running the statement now (a switch replaces it)."""
+        return self.driver.processor
 
     # -- control (any thread) -------------------------------------------------------
 
@@ -226,9 +229,9 @@ class Job:
     def pause(self, timeout: float = 30.0) -> JobState:
         """Pause at the next batch boundary: wait up to ``timeout`` s for the batch
         being processed; the pause applies after it either way."""
-        self._pause_requested = True
-        with self._boundary(timeout) as reached:
-            if reached and not self._state.terminal and self._pause_requested:
+        self.boundary.request_pause()
+        with self.boundary.hold(timeout) as reached:
+            if reached and not self._state.terminal and self.boundary.pause_requested:
                 try:
                     self._drain()
                     self.sink.flush()
@@ -240,18 +243,17 @@ class Job:
 
     def resume(self) -> JobState:
         """Let a paused job continue."""
-        self._pause_requested = False
-        with self._boundary(None):
+        with self.boundary.hold(None):
+            self.boundary.request_resume()
             if self._state is JobState.PAUSED:
                 self._set_state(JobState.RUNNING)
-            self._resumed.notify_all()
         return self._state
 
     def stop(self, timeout: float = 10.0) -> JobState:
         """Stop at the next batch boundary (open windows are not emitted) and wait up
         to ``timeout`` s for the job thread to end."""
         self.request_stop()
-        with self._boundary(timeout) as reached:
+        with self.boundary.hold(timeout) as reached:
             if reached:
                 self._stop_at_boundary()
         self.join(timeout)
@@ -259,12 +261,7 @@ class Job:
 
     def request_stop(self) -> None:
         """Ask the job to stop at the next batch boundary; do not wait."""
-        self._stopping.set()
-        if self._lock.acquire(blocking=False):
-            try:
-                self._resumed.notify_all()
-            finally:
-                self._lock.release()
+        self.boundary.request_stop()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the job thread to end; True when it has."""
@@ -275,21 +272,19 @@ class Job:
 
     def close_unstarted(self) -> None:
         """Release the processor, source and sinks of a job that was never started."""
-        with self._lock:
+        with self.boundary.hold(None):
             self._release(keep_output=False)
         close_quietly(self.source, self.name)
 
     def check_health(self) -> None:
         """Fail the job now if its processor broke while the job was idle (a V2
         worker died); called by the server's watchdog. Never waits for a batch."""
-        if self._state.terminal or not self._lock.acquire(blocking=False):
+        if self._state.terminal:
             return
-        try:
-            failure = self.processor.failure
+        with self.boundary.try_hold() as held:
+            failure = self.processor.failure if held else None
             if failure is not None and not self._state.terminal:
                 self._fail(failure)
-        finally:
-            self._lock.release()
 
     def switch_processor(self, choice: ProcessorChoice, timeout: float = 30.0) -> JobStatus:
         """Move the job to another processor at the next batch boundary.
@@ -304,7 +299,7 @@ class Job:
         old: JobProcessor | None = None
         try:
             new.snapshot()  # answered once V2 workers have started: no wait at the boundary
-            with self._boundary(timeout) as reached:
+            with self.boundary.hold(timeout) as reached:
                 if not reached:
                     raise ExecutionError(
                         f"job '{self.name}': no batch boundary within {timeout}s; try again"
@@ -352,34 +347,19 @@ class Job:
             properties=self.redactor.properties(st.properties),
             annotations=dict(st.annotations),
             sql=self.redactor.sql(st.sql),
-            pause_requested=self._pause_requested and self._state is JobState.RUNNING,
+            pause_requested=self.boundary.pause_requested and self._state is JobState.RUNNING,
             switches=list(self._switches),
             restored=None if self._restored is None else dict(self._restored),
         )
 
-    @contextmanager
-    def _boundary(self, timeout: float | None) -> Iterator[bool]:
-        """Hold the job's lock, i.e. keep the job at a batch boundary, for a control
-        request; yields False when the batch in progress did not end within ``timeout``."""
-        with self._gate:
-            self._waiting += 1
-        try:
-            reached = self._lock.acquire(timeout=-1 if timeout is None else timeout)
-        finally:
-            with self._gate:
-                self._waiting -= 1
-                self._gate.notify_all()
-        try:
-            yield reached
-        finally:
-            if reached:
-                self._lock.release()
-
     # -- the job thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        batches = skip_rows(self.source.batches(), self._counters.position)
         try:
-            self._drive()
+            outcome = self.driver.run(batches, at_end=self._input_ended)
+            if outcome is Outcome.STOPPED:
+                self._stop_at_boundary()
         except StopRequested:
             self._stop_at_boundary()
         except BaseException as exc:  # the thread records every failure
@@ -387,68 +367,15 @@ class Job:
         finally:
             self._close()
 
-    def _drive(self) -> None:
-        """Feed every batch through the processor, then flush at end of input."""
-        batches = skip_rows(self.source.batches(), self._counters.position)
-        try:
-            for batch in batches:
-                if self._stopping.is_set() or self._state.terminal:
-                    return self._stop_at_boundary()
-                work = self._process if batch.num_rows else self._check_processor
-                if not self._step(work, batch):
-                    return None
-                if self.processor.done:
-                    break
-        finally:
-            _close_iterator(batches)
-        self._step(self._finish_input, None)
-
-    def _step(self, work: Callable[[Any], None], arg: Any) -> bool:
-        """Run ``work(arg)`` at a batch boundary once not paused; False = stopped."""
-        with self._gate:  # control requests first: a busy job must not starve them
-            self._gate.wait_for(lambda: self._waiting == 0)
-        with self._resumed:
-            while self._pause_requested and not self._stopping.is_set():
-                self._resumed.wait()
-            if self._stopping.is_set() or self._state.terminal:
-                self._stop_at_boundary()
-                return False
-            work(arg)
-            return True
-
-    def _process(self, batch: pa.RecordBatch) -> None:
-        began = time.perf_counter()
-        self._counters.records_in += batch.num_rows
-        self._counters.position += batch.num_rows
-        self._counters.batches += 1
-        self._emit(self._failures.run(self.processor.process_batch, batch))
-        self._refresh_counters()
-        self._counters.active_s += time.perf_counter() - began
-
-    def _check_processor(self, _: pa.RecordBatch) -> None:
-        """On an idle source's heartbeat: fail now if a V2 worker died meanwhile."""
-        failure = self.processor.failure
-        if failure is not None:
-            raise failure
-
-    def _finish_input(self, _: None) -> None:
-        self._emit(self._failures.run_flush(self.processor.flush))
-        self._refresh_counters()
-        self.sink.flush()
+    def _input_ended(self) -> None:
+        """The driver flushed the processor and the sink at the end of input."""
         self._save(finished=True)
         self._end(JobState.FINISHED)
-
-    def _emit(self, batches: list[pa.RecordBatch]) -> None:
-        for batch in batches:
-            if batch.num_rows:
-                self.sink.write(batch)
-                self._counters.records_out += batch.num_rows
 
     def _drain(self) -> None:
         """Emit what a V2 processor still holds for batches it was already given."""
         if not is_processor_broken(Exception(), self.processor):
-            self._emit(self.processor.drain())
-            self._refresh_counters()
+            self.driver.drain()
 
     def _refresh_counters(self) -> None:
         metrics = self.processor.metrics
@@ -459,7 +386,7 @@ class Job:
         if high is not None and (c.max_event_time is None or high > c.max_event_time):
             c.max_event_time = high
 
-    # -- transitions (callers hold the lock) -----------------------------------------------
+    # -- transitions (callers hold the boundary) -----------------------------------------------
 
     def _swap(self, new: JobProcessor, choice: ProcessorChoice) -> JobProcessor:
         """Steps 2-5 of a switch; returns the old processor (still open)."""
@@ -472,14 +399,14 @@ class Job:
         c.dead_carried += old.metrics.dead_lettered
         c.late_now = 0
         c.dead_now = self.source.dead_lettered
-        self.processor, self.choice = new, choice
+        self.driver.processor, self.choice = new, choice
         self._processor_label = _label(new)
         self._switches.append(f"{_label_text(old)} -> {_label_text(new)}")
         log.info("job %s: switched processor %s", self.name, self._switches[-1])
         return old
 
     def _stop_at_boundary(self) -> None:
-        with self._lock:
+        with self.boundary.hold(None):
             if self._state.terminal:
                 return
             try:
@@ -505,7 +432,9 @@ class Job:
             except Exception as exc:
                 log.warning("job %s: savepoint not restored: %s", self.name, exc)
                 close_quietly(self.processor, self.name)
-                self.processor = self._factory(self.statement, self.choice, self.dead_letters)
+                self.driver.processor = self._factory(
+                    self.statement, self.choice, self.dead_letters
+                )
                 return {
                     "restored": False,
                     "reason": f"restore failed: {_describe(exc, self.processor)}",
@@ -516,7 +445,7 @@ class Job:
         c.late_carried = counts.late_records
         c.dead_carried = restore.dead_carried
         c.max_event_time = counts.max_event_time
-        c.position = restore.position
+        c.start_position = restore.position
         if restore.state is not None:
             log.info("job %s: restored %s", self.name, restore.report)
         return restore.report
@@ -552,7 +481,7 @@ class Job:
             state, self._last_error = JobState.FAILED, problem
         self._finished = datetime.now(UTC)
         self._state = state
-        self._resumed.notify_all()
+        self.boundary.request_stop()  # the job thread, paused or not, ends at its next step
         log.info("job %s: %s", self.name, state.value)
 
     def _release(self, *, keep_output: bool) -> str | None:
@@ -578,14 +507,14 @@ class Job:
 
     def _fail(self, exc: BaseException) -> None:
         reason = self.redactor.text(_describe(exc, self.processor)) or ""
-        with self._lock:
+        with self.boundary.hold(None):
             self._last_error = reason
             log.error("job %s failed: %s", self.name, reason)
             if not self._state.terminal:
                 self._end(JobState.FAILED)
 
     def _close(self) -> None:
-        with self._lock:
+        with self.boundary.hold(None):
             if not self._state.terminal:
                 self._end(JobState.FAILED)
         close_quietly(self.source, self.name)
@@ -633,12 +562,6 @@ def iso_time(ms: int | None) -> str | None:
         return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
     except (OverflowError, OSError, ValueError):
         return None
-
-
-def _close_iterator(batches: Any) -> None:
-    close = getattr(batches, "close", None)
-    if close is not None:
-        close()
 
 
 def close_quietly(thing: Any, job: str) -> None:

@@ -94,6 +94,7 @@ class DeliveryReport(Protocol):
 # -- the protocol ---------------------------------------------------------------
 
 
+@dataclass(kw_only=True, eq=False)
 class Checkpointer:
     """Checkpoints a job's tasks: sinks, producer, state and offsets, in one order.
 
@@ -111,29 +112,16 @@ class Checkpointer:
         location: where the store is, for errors.
     """
 
-    def __init__(
-        self,
-        *,
-        job: str,
-        query: str,
-        consumer: OffsetConsumer,
-        producer: Producer,
-        deliveries: DeliveryReport,
-        store: CheckpointStore,
-        flush_sinks: FlushSinks,
-        transactions: TransactionalProducer | None = None,
-        location: str = "",
-    ) -> None:
-        self.job = job
-        self.query = query
-        self.consumer = consumer
-        self.producer = producer
-        self.deliveries = deliveries
-        self.store = store
-        self.flush_sinks = flush_sinks
-        self.transactions = transactions
-        self.location = location
-        self.in_transaction = False
+    job: str
+    query: str
+    consumer: OffsetConsumer
+    producer: Producer
+    deliveries: DeliveryReport
+    store: CheckpointStore
+    flush_sinks: FlushSinks
+    transactions: TransactionalProducer | None = None
+    location: str = ""
+    in_transaction: bool = field(default=False, init=False)
 
     # -- transactions ------------------------------------------------------------
 

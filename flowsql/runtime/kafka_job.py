@@ -25,14 +25,15 @@ output with ``isolation.level=read_committed``).
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
-import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.commit import Checkpointer, Task
+from flowsql.runtime.driver import Boundary, Outputs, pump
 from flowsql.runtime.factory import V1, ProcessorFactory, factory
 from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
@@ -78,6 +80,8 @@ from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exporte
     is_kafka_job,
 )
 from flowsql.runtime.processor import JobProcessor
+from flowsql.runtime.router import HashRouter
+from flowsql.sql import parse_one
 from flowsql.state.checkpoint import CheckpointStore, FileCheckpointStore, fingerprint
 
 log = logging.getLogger(__name__)
@@ -163,11 +167,9 @@ class KafkaJob:
                 type(self.sink).__name__,
             )
         self.tasks: dict[tuple[str, int], Task] = {}
-        self._stop = threading.Event()
-        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
-            queue.SimpleQueue()
-        )
-        self._control = threading.Lock()  # orders control requests against the end
+        self.boundary = Boundary()  # where control requests meet the job thread
+        self.outputs = Outputs(self.sink, self.stats)
+        self._ended = False  # no control request is served any more
         self._closed = False
         self.paused = False
         self.input_ended = False  # a bounded input was read to its end
@@ -210,18 +212,22 @@ class KafkaJob:
 
     def stop(self) -> None:
         """Ask the job to finish its current batch, checkpoint and leave the group."""
-        self._stop.set()
+        self.boundary.request_stop()
 
     def run(self) -> JobStats:
         """Process until the bounded input ends or :meth:`stop` is called; return the counters."""
         try:
             self.checkpointer.start()
             self._subscribe()
-            self._loop()
-            self.commit()
+            ticks = itertools.repeat(None)
+            pump(ticks, self._poll, self.boundary, blocks_when_paused=False)
+            with self.boundary.hold(None):  # requests from now on find the job ended
+                self._ended = True
+                self.commit()
         except BaseException:
-            self._failed = True  # leave without committing anything of the failed interval
-            self.checkpointer.abort()
+            with self.boundary.hold(None):
+                self._ended = self._failed = True
+                self.checkpointer.abort()  # nothing of the failed interval is committed
             raise
         finally:
             self.close()
@@ -229,11 +235,10 @@ class KafkaJob:
 
     def close(self) -> None:
         """Leave the group and release the clients (also for a job that never ran)."""
-        with self._control:
+        with self.boundary.hold(None):
             if self._closed:
                 return
-            self._closed = True
-        self._refuse_requests()
+            self._closed = self._ended = True
         try:
             self._release()
         finally:
@@ -250,11 +255,12 @@ class KafkaJob:
             if self.producer is not None:
                 close_producer(self.producer, 30)
 
-    # -- control (any thread): served by the job thread between two batches ----------
+    # -- control (any thread): served at a batch boundary ----------------------------
 
     def pause(self, timeout: float | None = None) -> bool:
         """Checkpoint, then stop consuming while staying in the group (the assigned
-        partitions are paused). True when the job thread applied it within ``timeout``."""
+        partitions are paused; the job thread goes on polling, so the group keeps
+        it). True when a batch boundary was reached within ``timeout``."""
         return self._at_boundary(self._pause_now, timeout)
 
     def resume(self, timeout: float | None = None) -> bool:
@@ -264,7 +270,7 @@ class KafkaJob:
     def switch_processor(self, factory: ProcessorFactory, timeout: float | None = None) -> None:
         """Rebuild every task's processor with ``factory``, carrying its state over.
 
-        The steps, run by the job thread between two batches:
+        The steps, run at a batch boundary:
 
         1.-2. checkpoint (the commit protocol, which drains V2 processors first), so
            what ran on the old processors is written and durable;
@@ -285,39 +291,18 @@ class KafkaJob:
             )
 
     def _at_boundary(self, action: Callable[[], Any], timeout: float | None) -> bool:
-        done: Future[Any] = Future()
-        with self._control:
-            if self._closed:
+        """Run ``action`` at the next batch boundary; False when none was reached
+        within ``timeout`` s. An error of the action is the caller's; the job goes on.
+
+        Raises:
+            ExecutionError: the job has ended.
+        """
+        with self.boundary.hold(timeout) as reached:
+            if self._ended:
                 raise ExecutionError(f"job '{self.spec.job}' has ended")
-            self._requests.put((action, done))
-        try:
-            done.result(timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    def _serve_requests(self) -> None:
-        while True:
-            try:
-                action, done = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if not done.set_running_or_notify_cancel():
-                continue
-            try:
-                done.set_result(action())
-            except Exception as exc:  # reported to the caller; the job goes on
-                done.set_exception(exc)
-
-    def _refuse_requests(self) -> None:
-        gone = ExecutionError(f"job '{self.spec.job}' has ended")
-        while True:
-            try:
-                _, done = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if done.set_running_or_notify_cancel():
-                done.set_exception(gone)
+            if reached:
+                action()
+        return reached
 
     def _pause_now(self) -> None:
         if not self.paused:
@@ -374,31 +359,32 @@ class KafkaJob:
             return [p for p in self.source_partitions if not static or p in static]
         return topic_partitions(self.spec.source.bootstrap, topic)
 
-    def _loop(self) -> None:
+    def _poll(self, _: None) -> bool:
+        """One step of the driver loop: poll the consumer, process what came, and
+        checkpoint when due. False once a bounded input has ended."""
         spec = self.spec.source
-        wait = spec.max_wait_ms / 1000
-        while not self._stop.is_set():
-            self._serve_requests()
-            msgs = self.consumer.consume(spec.batch_size, wait)
-            self.stats.max_in_flight = max(self.stats.max_in_flight, len(msgs))
-            started = time.monotonic()
-            data, events = split_events(msgs)
-            mb = MessageBatch.of(data, with_topics=self.spec.repartition)
-            self._check_processors()
-            if len(mb):
-                self._handle(mb)
-                self._refresh_stats()
-                self.stats.active_s += time.monotonic() - started
-            else:
-                self._drain([t for t in self.tasks.values() if t.dirty])
-            if spec.bounded:
-                self._track_bounded(mb, events)
-                if self.tasks and all(t.finished for t in self.tasks.values()):
-                    self.input_ended = True
-                    return
-            if (time.monotonic() - self._last_commit) * 1000 >= self.spec.checkpoint_interval_ms:
-                self.commit()
-            self._throttle(len(data), started)
+        msgs = self.consumer.consume(spec.batch_size, spec.max_wait_ms / 1000)
+        self.stats.max_in_flight = max(self.stats.max_in_flight, len(msgs))
+        started = time.monotonic()
+        data, events = split_events(msgs)
+        mb = MessageBatch.of(data, with_topics=self.spec.repartition)
+        self._check_processors()
+        if len(mb):
+            self.stats.batches += 1
+            self._handle(mb)
+            self._refresh_stats()
+            self.stats.active_s += time.monotonic() - started
+        else:
+            self._drain([t for t in self.tasks.values() if t.dirty])
+        if spec.bounded:
+            self._track_bounded(mb, events)
+            if self.tasks and all(t.finished for t in self.tasks.values()):
+                self.input_ended = True
+                return False
+        if (time.monotonic() - self._last_commit) * 1000 >= self.spec.checkpoint_interval_ms:
+            self.commit()
+        self._throttle(len(data), started)
+        return True
 
     def _refresh_stats(self) -> None:
         """Late records and the event-time maximum, from every task's processor."""
@@ -428,7 +414,7 @@ class KafkaJob:
         """Emit the outputs of batches a (V2) processor still has in flight."""
         for task in tasks:
             if task.processor is not None:
-                self._emit(task.processor.drain())
+                self.outputs.emit(task.processor.drain())
 
     def _throttle(self, count: int, started: float) -> None:
         if self.spec.max_rate > 0 and count:
@@ -478,14 +464,12 @@ class KafkaJob:
         for part, piece in split_by_partition(batch):
             processor = tasks[part].processor
             assert processor is not None
-            self._emit(processor.process_batch(piece))
+            self.outputs.emit(processor.process_batch(piece))
 
     def _route(self, batch: pa.RecordBatch) -> None:
         """Repartition: rows to the internal topic, by their routing key."""
         parts = len(self.source_partitions)
         if self.spec.route_columns:
-            from flowsql.runtime.router import HashRouter
-
             slices = HashRouter(self.spec.route_columns, parts).split(batch)
         else:
             slices = [batch] + [batch.slice(0, 0)] * (parts - 1)
@@ -504,22 +488,16 @@ class KafkaJob:
                 continue
             batch = from_ipc(m.value())
             self.stats.records_in += batch.num_rows
-            self._emit(task.processor.process_batch(batch))
+            self.outputs.emit(task.processor.process_batch(batch))
         if self.spec.source.bounded and len(task.ended_inputs) >= len(self.source_partitions):
             self._finish(task)
-
-    def _emit(self, batches: Iterable[pa.RecordBatch]) -> None:
-        for b in batches:
-            if b.num_rows:
-                self.sink.write(b)
-                self.stats.records_out += b.num_rows
 
     def _finish(self, task: Task) -> None:
         if task.finished:
             return
         if task.processor is not None:
             self.checkpointer.begin()
-            self._emit(task.processor.flush())
+            self.outputs.emit(task.processor.flush())
         elif self.spec.repartition:
             self.checkpointer.begin()
             eos = [(EOS_HEADER, str(task.partition).encode())]
@@ -646,11 +624,6 @@ def run_kafka_job(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowsql.runtime.kafka_job FILE.sql``: run the file's Kafka statement."""
-    import json
-    import sys
-
-    from flowsql.sql import parse_one
-
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m flowsql.runtime.kafka_job FILE.sql", file=sys.stderr)

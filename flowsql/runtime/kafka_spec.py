@@ -15,6 +15,7 @@ from flowsql.plan import nodes as n
 from flowsql.plan import options
 from flowsql.plan.routing import routing
 from flowsql.records import DeadLetter, DeadLetterSink
+from flowsql.runtime.driver import Counters
 from flowsql.state.checkpoint import CHECKPOINT_DIR_ENV
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,10 @@ def _int_list(props: Mapping[str, str], source: str) -> tuple[int, ...]:
 
 
 @dataclass
-class JobStats:
+class JobStats(Counters):
     """Counters of a Kafka job (exposed in status and metrics), written by the job
     thread only; other threads read them without a lock."""
 
-    records_in: int = 0
-    records_out: int = 0
     dead_lettered: int = 0
     late_records: int = 0
     checkpoints: int = 0
@@ -164,7 +163,6 @@ class JobStats:
     restored_partitions: int = 0
     max_in_flight: int = 0
     max_event_time: int | None = None
-    active_s: float = 0.0
 
 
 class CountingLetters:

@@ -138,7 +138,87 @@ class _Counters(Counters):
         return self.start_position + self.records_in - self.restored_in
 
 
-class Job:
+class JobThread:
+    """What every server job shares: a name, a thread, a life (state, start and
+    finish times, last error, processor switches) and the common part of its status.
+
+    Subclasses run the job in :meth:`_run` on the thread :meth:`start` starts.
+    """
+
+    def __init__(self, statement: n.Statement, name: str | None, redactor: Redactor) -> None:
+        self.name = name or statement.name
+        self.statement = statement
+        self.redactor = redactor
+        self._lateness_ms = allowed_lateness(statement.plan)
+        self._state = JobState.RUNNING
+        self._last_error: str | None = None
+        self._switches: list[str] = []
+        self._started = datetime.now(UTC)
+        self._finished: datetime | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the job thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"flowsql-job-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job thread to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _switched(self, before: str, after: str) -> None:
+        self._switches.append(f"{before} -> {after}")
+        log.info("job %s: switched processor %s", self.name, self._switches[-1])
+
+    def _status(
+        self,
+        *,
+        state: JobState,
+        label: tuple[str, str, int],
+        counters: Counters,
+        max_event_time: int | None,
+        last_error: str | None,
+        pause_requested: bool,
+        **kind_fields: Any,
+    ) -> JobStatus:
+        """The status fields every job kind fills the same way; ``kind_fields``
+        are the rest (late and dead-lettered counts, failures, Kafka details)."""
+        st = self.statement
+        name, version, partitions = label
+        watermark = None if max_event_time is None else max_event_time - self._lateness_ms
+        return JobStatus(
+            name=self.name,
+            kind=st.kind,
+            state=state.value,
+            processor=name,
+            processor_version=version,
+            num_partitions=partitions,
+            records_in=counters.records_in,
+            records_out=counters.records_out,
+            watermark_ms=watermark,
+            watermark=iso_time(watermark),
+            last_error=error_headline(self.redactor.text(last_error)),
+            started_at=self._started.isoformat(timespec="seconds"),
+            finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
+            sources=list(st.sources),
+            properties=self.redactor.properties(st.properties),
+            annotations=dict(st.annotations),
+            sql=self.redactor.sql(st.sql),
+            pause_requested=pause_requested and state is JobState.RUNNING,
+            switches=list(self._switches),
+            **kind_fields,
+        )
+
+
+class Job(JobThread):
     """One deployed statement running on its own thread.
 
     Args:
@@ -170,25 +250,16 @@ class Job:
         savepoints: Savepoints | None = None,
         restore: Restore | None = None,
     ) -> None:
-        self.name = name or statement.name
-        self.statement = statement
+        super().__init__(statement, name, redactor)
         self.source = source
         self.sink = sink
         self.choice = choice
         self.policy = policy
         self.dead_letters = dead_letters
-        self.redactor = redactor
         self.savepoints = savepoints
         self._factory = processor_factory
-        self._lateness_ms = allowed_lateness(statement.plan)
         self._counters = _Counters()
         self.boundary = Boundary()  # held while the processor or the sink is in use
-        self._state = JobState.RUNNING
-        self._last_error: str | None = None
-        self._switches: list[str] = []
-        self._started = datetime.now(UTC)
-        self._finished: datetime | None = None
-        self._thread: threading.Thread | None = None
         self._released = False
         self._failures = BatchFailureHandler(
             policy,
@@ -214,13 +285,6 @@ class Job:
         return self.driver.processor
 
     # -- control (any thread) -------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the job thread."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"flowsql-job-{self.name}", daemon=True
-        )
-        self._thread.start()
 
     @property
     def state(self) -> JobState:
@@ -262,13 +326,6 @@ class Job:
     def request_stop(self) -> None:
         """Ask the job to stop at the next batch boundary; do not wait."""
         self.boundary.request_stop()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the job thread to end; True when it has."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
 
     def close_unstarted(self) -> None:
         """Release the processor, source and sinks of a job that was never started."""
@@ -317,38 +374,20 @@ class Job:
     def status(self) -> JobStatus:
         """A view of the job, read without waiting for the batch in progress."""
         c = self._counters
-        st = self.statement
-        name, version, partitions = self._processor_label
-        watermark = None if c.max_event_time is None else c.max_event_time - self._lateness_ms
         failures = self._failures.counters
-        return JobStatus(
-            name=self.name,
-            kind=st.kind,
-            state=self._state.value,
-            processor=name,
-            processor_version=version,
-            num_partitions=partitions,
-            records_in=c.records_in,
-            records_out=c.records_out,
-            records_per_second=_rate(c.records_in - c.restored_in, c.active_s),
-            watermark_ms=watermark,
-            watermark=iso_time(watermark),
+        return self._status(
+            state=self._state,
+            label=self._processor_label,
+            counters=c,
+            max_event_time=c.max_event_time,
+            last_error=self._last_error or self._failures.last_error,
+            pause_requested=self.boundary.pause_requested,
+            records_per_second=rate(c.records_in - c.restored_in, c.active_s),
             late_records=c.late_carried + c.late_now,
             dead_lettered=c.dead_carried + c.dead_now + failures.dead_lettered,
             failed_batches=failures.failed_batches,
             retries=failures.retries,
-            last_error=error_headline(
-                self.redactor.text(self._last_error or self._failures.last_error)
-            ),
             failure_strategy=self.policy.strategy.value,
-            started_at=self._started.isoformat(timespec="seconds"),
-            finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
-            sources=list(st.sources),
-            properties=self.redactor.properties(st.properties),
-            annotations=dict(st.annotations),
-            sql=self.redactor.sql(st.sql),
-            pause_requested=self.boundary.pause_requested and self._state is JobState.RUNNING,
-            switches=list(self._switches),
             restored=None if self._restored is None else dict(self._restored),
         )
 
@@ -401,8 +440,7 @@ class Job:
         c.dead_now = self.source.dead_lettered
         self.driver.processor, self.choice = new, choice
         self._processor_label = _label(new)
-        self._switches.append(f"{_label_text(old)} -> {_label_text(new)}")
-        log.info("job %s: switched processor %s", self.name, self._switches[-1])
+        self._switched(_label_text(old), _label_text(new))
         return old
 
     def _stop_at_boundary(self) -> None:
@@ -535,7 +573,8 @@ def _describe(exc: BaseException, processor: JobProcessor) -> str:
     return text
 
 
-def _rate(records: int, seconds: float) -> float:
+def rate(records: int, seconds: float) -> float:
+    """Records per second of active time, rounded for status."""
     return round(records / seconds, 1) if seconds > 0 else 0.0
 
 

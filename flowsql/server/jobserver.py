@@ -29,12 +29,18 @@ from typing import Any
 import pyarrow as pa
 
 from flowsql.connectors.base import Sink, Source
+from flowsql.connectors.dlq import JsonlDeadLetters
+from flowsql.connectors.kafka.client import ck
+from flowsql.connectors.registry import sink_for, sink_stream, sources_for
 from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_mean
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
 from flowsql.runtime.factory import make_processor
 from flowsql.runtime.failures import FailurePolicy
+from flowsql.runtime.kafka_job import JobStats, KafkaJob
+from flowsql.runtime.kafka_spec import KafkaJobSpec, is_kafka_job
+from flowsql.runtime.runner import single_source
 from flowsql.runtime.worker import heartbeat_timeout
 from flowsql.server.config import (
     FileRoots,
@@ -53,6 +59,8 @@ from flowsql.server.job import (
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
 from flowsql.server.savepoint import Savepoints, wants_restore
+from flowsql.sql import bind, parse
+from flowsql.state.checkpoint import FileCheckpointStore
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +221,6 @@ class StreamJobServer:
                 path outside ``server.file_roots``.
             JobConflictError: a job of that name is still running.
         """
-        from flowsql.sql import parse
-
         return self.deploy_statements(parse(sql), restore=restore)
 
     def deploy_statements(
@@ -279,8 +285,6 @@ class StreamJobServer:
                 return name
 
     def _build(self, name: str, statement: Statement, restore: bool) -> Job | KafkaServerJob:
-        from flowsql.runtime.kafka_spec import is_kafka_job
-
         statement = replace(statement, name=name)
         if is_kafka_job(statement):
             return self._build_kafka(statement)
@@ -322,8 +326,6 @@ class StreamJobServer:
     def _build_kafka(self, statement: Statement) -> KafkaServerJob:
         """A Kafka job: its output is the statement's ``kafka_sink`` (written through the
         job's producer, in its transactions) or else the sink the server would give it."""
-        from flowsql.runtime.kafka_job import JobStats, KafkaJob, KafkaJobSpec
-
         strategy = options.find(statement.properties, options.FAILURE_STRATEGY)
         if strategy is not None:
             raise ConfigError(
@@ -380,9 +382,6 @@ class StreamJobServer:
         root = self.settings.checkpoint_dir
         if root is None or options.find(statement.properties, options.CHECKPOINT_DIR):
             return None
-        from flowsql.runtime.kafka_job import KafkaJobSpec
-        from flowsql.state.checkpoint import FileCheckpointStore
-
         spec = KafkaJobSpec.from_statement(statement)
         return FileCheckpointStore(Path(root) / "kafka", f"{spec.group_id}.{spec.job}")
 
@@ -392,8 +391,6 @@ class StreamJobServer:
         path = options.get(statement.properties, options.DLQ_PATH)
         if not path:
             return []
-        from flowsql.connectors.dlq import JsonlDeadLetters
-
         return [JsonlDeadLetters(Path(path).expanduser(), roots=self._open_roots, key=DLQ_PATH_KEY)]
 
     # -- file roots --------------------------------------------------------------------
@@ -420,9 +417,6 @@ class StreamJobServer:
     # -- registry defaults ----------------------------------------------------------------
 
     def _registry_source(self, statement: Statement, letters: DeadLetterSink) -> Source:
-        from flowsql.connectors.registry import sources_for
-        from flowsql.runtime.runner import single_source
-
         sources = sources_for(
             statement,
             {},
@@ -440,8 +434,6 @@ class StreamJobServer:
     def _registry_sink(self, statement: Statement) -> Sink:
         """The sink declared in WITH; a :class:`RecentRows` buffer when there is none
         (the registry's console table is for the CLI, not for a server)."""
-        from flowsql.connectors.registry import sink_for, sink_stream
-
         if f"{sink_stream(statement)}.type" not in statement.properties:
             return RecentRows()
         return sink_for(statement, None, roots=self._open_roots)
@@ -578,8 +570,6 @@ class StreamJobServer:
 def _bind(statement: Statement, source: Source) -> Statement:
     """Check the query against the source's columns when it knows them up front
     (unknown columns fail at deploy, with a hint)."""
-    from flowsql.sql import bind
-
     schema = getattr(source, "schema", None)
     if not isinstance(schema, pa.Schema):
         return statement
@@ -590,8 +580,6 @@ def _bind(statement: Statement, source: Source) -> Statement:
 
 def _is_kafka_error(exc: BaseException) -> bool:
     """A confluent-kafka error no connector turned into a FlowSQLError: a 400, not a 500."""
-    from flowsql.connectors.kafka.client import ck
-
     return ck is not None and isinstance(exc, ck.KafkaException)
 
 

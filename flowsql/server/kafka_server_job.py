@@ -8,31 +8,28 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from flowsql.connectors.kafka.client import KafkaSink
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.factory import make_processor
+from flowsql.runtime.kafka_job import JobStats, KafkaJob
+from flowsql.runtime.kafka_job import ProcessorFactory as KafkaProcessorFactory
 from flowsql.server.config import ProcessorChoice, Redactor
 from flowsql.server.job import (
     JobState,
     JobStatus,
+    JobThread,
     ProcessorFactory,
-    allowed_lateness,
     close_quietly,
-    error_headline,
-    iso_time,
+    rate,
 )
-
-if TYPE_CHECKING:
-    from flowsql.runtime.kafka_job import JobStats, KafkaJob
-    from flowsql.runtime.kafka_job import ProcessorFactory as KafkaProcessorFactory
 
 log = logging.getLogger(__name__)
 
 
-class KafkaServerJob:
+class KafkaServerJob(JobThread):
     """A Kafka statement deployed on the job server: a :class:`KafkaJob` (consumer
     group, one processor per Kafka partition, checkpoints, exactly-once) run on
     the job's thread, with the control surface of :class:`Job`.
@@ -71,22 +68,13 @@ class KafkaServerJob:
         name: str | None = None,
         rebuild: Callable[[JobStats], KafkaJob] | None = None,
     ) -> None:
-        self.name = name or statement.name
-        self.statement = statement
+        super().__init__(statement, name, redactor)
         self.kafka = kafka
         self.sink = kafka.sink
         self.choice = choice
         self.dead_letters = dead_letters
-        self.redactor = redactor
         self._factory = processor_factory
-        self._lateness_ms = allowed_lateness(statement.plan)
-        self._state = JobState.RUNNING
         self._pause_requested = False
-        self._last_error: str | None = None
-        self._switches: list[str] = []
-        self._started = datetime.now(UTC)
-        self._finished: datetime | None = None
-        self._thread: threading.Thread | None = None
         self._rebuild = rebuild
         self._restarts = 0
         self._stopping = threading.Event()
@@ -103,13 +91,6 @@ class KafkaServerJob:
         if self._state.terminal:
             return self._state
         return JobState.PAUSED if self.kafka.paused else JobState.RUNNING
-
-    def start(self) -> None:
-        """Start the job thread."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"flowsql-job-{self.name}", daemon=True
-        )
-        self._thread.start()
 
     def pause(self, timeout: float = 30.0) -> JobState:
         """Checkpoint and stop consuming at the next batch boundary (the group
@@ -135,13 +116,6 @@ class KafkaServerJob:
         """Ask the job to stop after the batch in progress; do not wait."""
         self._stopping.set()
         self.kafka.stop()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the job thread to end; True when it has."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
 
     def close_unstarted(self) -> None:
         """Leave the group and close the clients of a job that was never started."""
@@ -173,8 +147,7 @@ class KafkaServerJob:
                 self.redactor.text(f"job '{self.name}': switch failed: {_describe_kafka(exc)}")
             ) from exc
         self.choice = choice
-        self._switches.append(f"{before} -> {self._label_text()}")
-        log.info("job %s: switched processor %s", self.name, self._switches[-1])
+        self._switched(before, self._label_text())
         return self.status()
 
     def _control(self, action: Callable[[float | None], bool], timeout: float | None) -> None:
@@ -200,38 +173,20 @@ class KafkaServerJob:
 
     def status(self) -> JobStatus:
         """A view of the job, read without waiting for the batch in progress."""
-        stats, spec, st = self.kafka.stats, self.kafka.spec, self.statement
-        name, version, partitions = self._label()
-        high = stats.max_event_time
-        watermark = None if high is None else high - self._lateness_ms
-        active = stats.active_s
-        state = self.state
-        return JobStatus(
-            name=self.name,
-            kind=st.kind,
-            state=state.value,
-            processor=name,
-            processor_version=version,
-            num_partitions=partitions,
-            records_in=stats.records_in,
-            records_out=stats.records_out,
-            records_per_second=round(stats.records_in / active, 1) if active > 0 else 0.0,
-            watermark_ms=watermark,
-            watermark=iso_time(watermark),
+        stats, spec = self.kafka.stats, self.kafka.spec
+        return self._status(
+            state=self.state,
+            label=self._label(),
+            counters=stats,
+            max_event_time=stats.max_event_time,
+            last_error=self._last_error,
+            pause_requested=self._pause_requested,
+            records_per_second=rate(stats.records_in, stats.active_s),
             late_records=stats.late_records,
             dead_lettered=stats.dead_lettered,
             failed_batches=0,
             retries=0,
-            last_error=error_headline(self.redactor.text(self._last_error)),
             failure_strategy=self.failure_strategy,
-            started_at=self._started.isoformat(timespec="seconds"),
-            finished_at=self._finished.isoformat(timespec="seconds") if self._finished else None,
-            sources=list(st.sources),
-            properties=self.redactor.properties(st.properties),
-            annotations=dict(st.annotations),
-            sql=self.redactor.sql(st.sql),
-            pause_requested=self._pause_requested and state is JobState.RUNNING,
-            switches=list(self._switches),
             kafka={
                 "group_id": spec.group_id,
                 "topic": spec.source.topic,
@@ -293,14 +248,12 @@ class KafkaServerJob:
 
     def _close_outputs(self, state: JobState) -> JobState:
         """Close a sink the Kafka job does not own, and the dead-letter sinks."""
-        from flowsql.connectors.kafka.client import KafkaSink
-
         close_quietly(self.dead_letters, self.name)
         if isinstance(self.sink, KafkaSink):
             return state  # written through the job's producer, already flushed
         try:
             if state is JobState.FAILED:
-                getattr(self.sink, "abort", self.sink.close)()
+                self.sink.abort()
             else:
                 self.sink.close()
         except Exception as exc:

@@ -233,6 +233,7 @@ class Job(JobThread):
         name: the job's name (default: the statement's).
         savepoints: where a stopped job leaves its savepoint (None: nowhere).
         restore: what to start from (None: nothing).
+        batch_size: larger source batches are cut to this many rows (zero-copy).
     """
 
     def __init__(
@@ -249,6 +250,7 @@ class Job(JobThread):
         name: str | None = None,
         savepoints: Savepoints | None = None,
         restore: Restore | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__(statement, name, redactor)
         self.source = source
@@ -274,6 +276,7 @@ class Job(JobThread):
             counters=self._counters,
             failures=self._failures,
             boundary=self.boundary,
+            batch_size=batch_size,
             on_batch=self._refresh_counters,
         )
         self._restored = None if restore is None else self._start_from(restore)

@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,8 @@ class StreamJobServer:
             savepoints = self._savepoints(name, statement, source)
             job = Job(
                 statement,
-                source=_Rechunked(source, self.settings.batch_size),
+                source=source,
+                batch_size=self.settings.batch_size,
                 sink=sink,
                 choice=choice,
                 policy=policy,
@@ -586,35 +587,6 @@ def _is_kafka_error(exc: BaseException) -> bool:
 def _is_path_key(key: str) -> bool:
     last = key.lower().replace("-", "_").split(".")[-1]
     return last in _PATH_KEYS or last.endswith(("_path", "_dir", "_file"))
-
-
-class _Rechunked:
-    """Cuts a source's batches to at most ``batch_size`` rows (zero-copy slices)."""
-
-    def __init__(self, source: Source, batch_size: int) -> None:
-        self.inner = source
-        self.batch_size = batch_size
-        self.name = getattr(source, "name", "")
-
-    @property
-    def dead_lettered(self) -> int:
-        return int(getattr(self.inner, "dead_lettered", 0))
-
-    @dead_lettered.setter
-    def dead_lettered(self, value: int) -> None:
-        self.inner.dead_lettered = value
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        size = self.batch_size
-        for batch in self.inner.batches():
-            if batch.num_rows <= size:
-                yield batch
-                continue
-            for start in range(0, batch.num_rows, size):
-                yield batch.slice(start, size)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _close(thing: Any) -> None:

@@ -1,9 +1,13 @@
 """``explain``: a planned statement in words.
 
 Shows the plan tree (one node per line, expressions rendered back to SQL),
-the event-time column, the window, the emit mode, the routing key and whether
-the query can be hash-partitioned, and why. Secrets are masked by the rule
-of :mod:`flowsql.redaction` (the same as the job server's status).
+the event-time column and where it comes from, the watermark (allowed
+lateness and where it is set) and what happens to late records, the window,
+the emit mode, the timestamps of Kafka output messages, the routing key and
+whether the query can be hash-partitioned, and why. The event-time column is
+the one :func:`flowsql.plan.routing.event_time_column` picks, the function the
+engine calls. Secrets are masked by the rule of :mod:`flowsql.redaction` (the
+same as the job server's status).
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flowsql.plan import nodes as n
+from flowsql.plan import options
 from flowsql.plan.expr import AggCall, Call, Case, Cast, Col, Expr, Lit, WinCall
+from flowsql.plan.message_time import message_time
+from flowsql.plan.partial import reads_column, split_plan
 from flowsql.plan.routing import event_time_column, routing
-from flowsql.records import TIMESTAMP
+from flowsql.records import OFFSET, TIMESTAMP
 from flowsql.redaction import redact_properties, redact_text, secret_values
 
 _INFIX: dict[str, str] = {
@@ -34,19 +41,33 @@ _INFIX: dict[str, str] = {
     "like": "LIKE",
     "not_like": "NOT LIKE",
 }
+_LATE_MEANING = {
+    "drop": "dropped and counted",
+    "dlq": "counted and dead-lettered",
+}
+#: What the engine falls back to when no event-time column is named, in its
+#: order (``flowsql.exec.eventtime``: ``_timestamp``, then ``FALLBACK_COLUMNS``;
+#: tests/unit/plan/test_explain_event_time.py keeps the two equal).
+FALLBACK_EVENT_TIME = ("timestamp", "event_time", "ts")
 _EMIT_MEANING = {
     "final": "one row per group (and window) when it closes / at end of input",
     "changes": "after each batch, the current row of every group that changed",
 }
 
 
-def explain(statement: n.Statement) -> str:
-    """A human-readable description of how ``statement`` runs."""
+def explain(statement: n.Statement, event_time: str | None = None) -> str:
+    """A human-readable description of how ``statement`` runs.
+
+    Args:
+        statement: the planned statement.
+        event_time: the event-time column given to the run (``flowsql run
+            --event-time``), which a window's own column overrides.
+    """
     lines = [f"{statement.kind} {statement.name} (line {statement.line})", "plan:"]
     lines += [
         f"  {'  ' * depth}{describe(node)}" for depth, node in enumerate(n.walk(statement.plan))
     ]
-    lines += _time_lines(statement)
+    lines += _time_lines(statement, event_time)
     route = routing(statement)
     lines.append(f"routing key: {', '.join(route.key_columns) or '(none)'}")
     lines.append(
@@ -65,29 +86,96 @@ def _listing(properties: dict[str, str]) -> str:
 
 
 def _split_reason(statement: n.Statement) -> str:
-    from flowsql.plan.partial import reads_column, split_plan
-    from flowsql.records import OFFSET
-
     if reads_column(statement, OFFSET):
         return "not used: the query reads _offset (rows are routed instead)"
     return split_plan(statement).reason
 
 
-def _time_lines(statement: n.Statement) -> list[str]:
-    column = event_time_column(statement)
-    window = _window(statement)
-    origin = "from the window" if window is not None and window.time_column else "from WITH"
-    event_time = f"{column} ({origin})" if column else f"{TIMESTAMP} (the source's record time)"
-    lines = [f"event time: {event_time}"]
+def _time_lines(statement: n.Statement, override: str | None) -> list[str]:
+    lines = [f"event time: {event_time_source(statement, override)}"]
     agg = next((x for x in n.walk(statement.plan) if isinstance(x, n.Aggregate)), None)
     if agg is not None:
         lines.append(f"window: {render_window(agg.window) if agg.window else 'none'}")
         lines.append(f"emit: {agg.emit} ({_EMIT_MEANING[agg.emit]})")
-        if agg.window:
-            lines.append(
-                f"late data: allowed lateness {duration(agg.allowed_lateness_ms)}, then {agg.late_strategy}"
-            )
+    lines += _watermark_lines(statement, agg)
+    sink = _kafka_sink(statement)
+    if sink is not None:
+        lines.append(f"message timestamps (kafka_sink {sink}): {message_time(statement).meaning}")
     return lines
+
+
+def event_time_source(statement: n.Statement, override: str | None = None) -> str:
+    """The event-time column of ``statement`` and where it comes from, in words.
+
+    The column is :func:`event_time_column`'s (the engine's choice); without
+    one the engine picks per input batch, and this says how.
+    """
+    column = event_time_column(statement, override)
+    if column is not None:
+        return f"{column} ({_origin(statement, column, override)})"
+    kinds = {statement.properties.get(f"{source}.type") for source in statement.sources}
+    if kinds == {"kafka_source"}:
+        return f"{TIMESTAMP} (the Kafka message timestamp)"
+    if kinds == {"generator"}:
+        return f"{TIMESTAMP} (the generator's event time)"
+    fallback = ", ".join(FALLBACK_EVENT_TIME[:-1]) + f" or {FALLBACK_EVENT_TIME[-1]}"
+    return (
+        f"{TIMESTAMP} when the input has it (Kafka: the message timestamp), else the"
+        f" input's first column named {fallback}, else the time each record is read"
+    )
+
+
+def _origin(statement: n.Statement, column: str, override: str | None) -> str:
+    window = _window(statement)
+    if window is not None and window.time_column == column:
+        return "from the window"
+    if override == column:
+        return "from --event-time"
+    for source in statement.sources:
+        found = options.find(statement.properties, options.STREAM_EVENT_TIME_FIELD, source)
+        if found is not None:
+            return f"from WITH '{found[0]}'"
+    return f"from WITH '{options.EVENT_TIME_FIELD.name}'"
+
+
+def _watermark_lines(statement: n.Statement, agg: n.Aggregate | None) -> list[str]:
+    if agg is None or agg.window is None:
+        return ["watermark: not used (no event-time window: nothing closes, no record is late)"]
+    lateness = duration(agg.allowed_lateness_ms)
+    reached = "the max seen; over input partitions (Kafka), the minimum of the active ones"
+    idle = [f"{key} = {value}" for key, value in statement.properties.items() if _is_idle(key)]
+    if idle:
+        reached += f"; a partition silent for the idle timeout stops counting ({', '.join(idle)})"
+    return [
+        f"watermark: event time reached - {lateness} ({_lateness_origin(statement, agg)});"
+        " a window closes when the watermark reaches its end",
+        f"  event time reached: {reached}",
+        f"late data: allowed lateness {lateness}, then {agg.late_strategy}"
+        f" ({_LATE_MEANING[agg.late_strategy]}, '{options.LATE_DATA_STRATEGY.name}')",
+    ]
+
+
+def _is_idle(key: str) -> bool:
+    """An idle-timeout WITH key (not a Kafka client's ``properties.*.idle.*``)."""
+    parts = key.split(".")
+    return "properties" not in parts and any(p.startswith("idle") for p in parts)
+
+
+def _lateness_origin(statement: n.Statement, agg: n.Aggregate) -> str:
+    found = options.find(statement.properties, options.ALLOWED_LATENESS)
+    if found is not None:
+        return f"allowed lateness, WITH '{found[0]}'"
+    if agg.allowed_lateness_ms:
+        return "allowed lateness, the window's GRACE PERIOD"
+    return f"allowed lateness, default; WITH '{options.ALLOWED_LATENESS.name}' sets it"
+
+
+def _kafka_sink(statement: n.Statement) -> str | None:
+    """The output stream written to Kafka (``'<stream>.type' = 'kafka_sink'``), if any."""
+    for key, value in statement.properties.items():
+        if key.endswith(".type") and value.strip().lower() == "kafka_sink":
+            return key[: -len(".type")]
+    return None
 
 
 def _window(statement: n.Statement) -> n.WindowSpec | None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from flowsql.connectors.base import Sink
+from flowsql.connectors.kafka.client import KafkaSink
+from flowsql.plan.message_time import with_message_time
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.coordinator import PartitionedJobCoordinator
@@ -69,3 +72,10 @@ def factory(choice: ProcessorChoice, *, event_time: str | None = None) -> Proces
         return make_processor(statement, choice, dead_letters, event_time=event_time)
 
     return build
+
+
+def planned_for(statement: Statement, sink: Sink) -> Statement:
+    """The statement as it runs into ``sink``: a Kafka sink stamps each message
+    with its row's event time, so the plan keeps that time for it
+    (:func:`flowsql.plan.message_time.with_message_time`)."""
+    return with_message_time(statement) if isinstance(sink, KafkaSink) else statement

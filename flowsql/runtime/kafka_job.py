@@ -72,7 +72,7 @@ from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.commit import Checkpointer, Task
 from flowsql.runtime.driver import Boundary, Outputs, pump
-from flowsql.runtime.factory import V1, ProcessorFactory, factory
+from flowsql.runtime.factory import V1, ProcessorFactory, factory, planned_for
 from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
@@ -144,6 +144,7 @@ class KafkaJob:
             letters = [sink for sink in (dead_letters, self._dlq()) if sink is not None]
             self.dead_letters = CountingLetters(letters, self.stats)
             self.sink: Sink = sink or self._kafka_sink()
+            self.statement = planned_for(statement, self.sink)  # query_id: as declared
             parts = self._partitions(spec.source.topic)
         except BaseException:
             self._release()
@@ -487,7 +488,7 @@ class KafkaJob:
                 task.ended_inputs.add(int(headers[EOS_HEADER]))
                 continue
             batch = from_ipc(m.value())
-            self.stats.records_in += batch.num_rows
+            self.stats.records_repartitioned += batch.num_rows  # counted in when read
             self.outputs.emit(task.processor.process_batch(batch))
         if self.spec.source.bounded and len(task.ended_inputs) >= len(self.source_partitions):
             self._finish(task)

@@ -162,6 +162,9 @@ class JobStats(Counters):
     rebalances: int = 0
     restored_partitions: int = 0
     max_in_flight: int = 0
+    #: rows read back from the repartition topic (``records_in`` counts each
+    #: input record once, when it is decoded from the source topic)
+    records_repartitioned: int = 0
     max_event_time: int | None = None
 
 

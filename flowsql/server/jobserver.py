@@ -36,7 +36,7 @@ from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_me
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
-from flowsql.runtime.factory import make_processor
+from flowsql.runtime.factory import make_processor, planned_for
 from flowsql.runtime.failures import FailurePolicy
 from flowsql.runtime.kafka_job import JobStats, KafkaJob
 from flowsql.runtime.kafka_spec import KafkaJobSpec, is_kafka_job
@@ -303,6 +303,7 @@ class StreamJobServer:
             sink = self._sink_factory(statement)
             opened.append(sink)
             self._check_object_paths(sink, "sink")
+            statement = planned_for(statement, sink)
             savepoints = self._savepoints(name, statement, source)
             job = Job(
                 statement,

@@ -192,6 +192,7 @@ class KafkaServerJob(JobThread):
                 "topic": spec.source.topic,
                 "guarantee": spec.guarantee,
                 "partitions": list(self.kafka.assigned),
+                "records_repartitioned": stats.records_repartitioned,
                 "checkpoints": stats.checkpoints,
                 "rebalances": stats.rebalances,
                 "restored_partitions": stats.restored_partitions,

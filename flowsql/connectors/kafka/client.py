@@ -12,7 +12,9 @@ Any librdkafka setting can be passed as ``'<stream>.properties.<key>'``.
 A record's key, timestamp, partition and offset become the system columns
 ``_key``, ``_timestamp``, ``_partition`` and ``_offset``. A sink keys its
 messages by the query's GROUP BY columns, by ``'<stream>.key'`` (comma
-separated columns) or by a selected ``_key`` column.
+separated columns) or by a selected ``_key`` column, and stamps each message
+with its row's event time when the rows carry it (``MESSAGE_TIME``, see
+:mod:`flowsql.plan.message_time`), else with the wall clock.
 
 This module holds the plain :class:`KafkaSource` (all partitions merged into
 one stream, no offset commits: for bounded reads, backfills and previews) and
@@ -39,6 +41,7 @@ import pyarrow as pa
 from flowsql.connectors.serde import Deserializer, Serializer, deserializer_for, serializer_for
 from flowsql.errors import ConfigError, ConnectorError
 from flowsql.plan import nodes as n
+from flowsql.plan.message_time import MESSAGE_TIME
 from flowsql.records import KEY, OFFSET, PARTITION, TIMESTAMP, DeadLetter, DeadLetterSink
 
 log = logging.getLogger(__name__)
@@ -764,7 +767,8 @@ class _ProducerOwner:
 
 
 class KafkaSink(_ProducerOwner):
-    """Writes result rows to a topic, keyed by the GROUP BY / KEY columns.
+    """Writes result rows to a topic, keyed by the GROUP BY / KEY columns and
+    stamped with each row's event time (:func:`message_timestamps`).
 
     ``write`` blocks while the producer's queue is full (backpressure: a slow
     broker slows the job, memory stays bounded). ``flush`` waits for every
@@ -798,10 +802,11 @@ class KafkaSink(_ProducerOwner):
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
+        batch, stamps = message_timestamps(batch)
         keys = encode_keys(batch, self.key_columns)
         value_batch = _without(batch, (KEY,))
         values = self.serializer.encode(value_batch)
-        produce_all(self.producer, self.topic, values, keys)
+        produce_all(self.producer, self.topic, values, keys, timestamps=stamps)
         self.records_out += len(values)
 
     def flush(self) -> None:
@@ -816,6 +821,14 @@ class KafkaSink(_ProducerOwner):
         self.close()
 
 
+#: ``Producer.produce(topic, value, key, partition, on_delivery, callback,
+#: timestamp, headers)`` by position: partition -1 (RD_KAFKA_PARTITION_UA) lets
+#: the configured partitioner pick, None callbacks keep the producer's own
+#: ``on_delivery``. tests/integration/kafka/test_kafka_event_time.py checks the
+#: timestamps arrive.
+_ANY_PARTITION = -1
+
+
 def produce_all(
     producer: Any,
     topic: str,
@@ -824,21 +837,34 @@ def produce_all(
     *,
     partition: int | None = None,
     headers: Any = None,
+    timestamps: Sequence[int] | None = None,
 ) -> None:
-    """Produce messages, waiting (serving callbacks) while the local queue is full."""
+    """Produce messages, waiting (serving callbacks) while the local queue is full.
+
+    ``timestamps``: each message's timestamp in epoch ms (0 = the wall clock);
+    None stamps them all with the wall clock.
+    """
     produce = producer.produce
-    if partition is None and headers is None:
-        for value, key in zip(values, keys if keys is not None else repeat(None), strict=False):
+    keyed = keys if keys is not None else repeat(None)
+    if partition is None and headers is None and timestamps is None:
+        for value, key in zip(values, keyed, strict=False):
             try:
                 produce(topic, value, key)
             except BufferError:  # queue full: wait for acknowledgements, then retry
                 _retry(producer, topic, value, key=key)
+    elif partition is None and headers is None:
+        for value, key, stamp in zip(values, keyed, timestamps or (), strict=False):
+            try:  # by position: ~1.5x the rate of timestamp=stamp (see _ANY_PARTITION)
+                produce(topic, value, key, _ANY_PARTITION, None, None, stamp)
+            except BufferError:
+                _retry(producer, topic, value, key=key, timestamp=stamp)
     else:
         for i, value in enumerate(values):
-            key = keys[i] if keys is not None else None
-            kwargs = {"key": key, "headers": headers}
+            kwargs = {"key": keys[i] if keys is not None else None, "headers": headers}
             if partition is not None:
                 kwargs["partition"] = partition
+            if timestamps is not None:
+                kwargs["timestamp"] = timestamps[i]
             try:
                 produce(topic, value, **kwargs)
             except BufferError:
@@ -854,6 +880,22 @@ def _retry(producer: Any, topic: str, value: bytes, **kwargs: Any) -> None:
             return
         except BufferError:
             continue
+
+
+def message_timestamps(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[int] | None]:
+    """``(batch without MESSAGE_TIME, each row's message timestamp in ms)``.
+
+    The timestamps are the rows' event times, from the :data:`MESSAGE_TIME`
+    column that :func:`flowsql.plan.message_time.with_message_time` adds; None
+    (the wall clock) when the batch has none. An event time at or before the
+    epoch (or missing) cannot be a Kafka create time: that message gets the
+    wall clock (timestamp 0).
+    """
+    idx = batch.schema.get_field_index(MESSAGE_TIME)
+    if idx < 0:
+        return batch, None
+    stamps = batch.column(idx).cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    return batch.remove_column(idx), np.maximum(stamps, 0).tolist()
 
 
 def encode_keys(batch: pa.RecordBatch, key_columns: Sequence[str]) -> list[bytes | None] | None:

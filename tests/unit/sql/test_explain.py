@@ -27,7 +27,9 @@ def test_explain_windowed_group_by() -> None:
     assert "event time: ts (from the window)" in lines
     assert "window: TUMBLING(ts, 1s)" in lines
     assert any(line.startswith("emit: final") for line in lines)
-    assert "late data: allowed lateness 500ms, then drop" in lines
+    assert (
+        "late data: allowed lateness 500ms, then drop (dropped and counted, 'late.data.strategy')"
+    ) in lines
     assert "routing key: symbol" in lines
     assert any(line.startswith("partitioning: hash-partitioned by (symbol)") for line in lines)
     assert "hunter2" not in text and "trades.properties.sasl.password = ****" in text

@@ -3,14 +3,18 @@ bounded inputs ("SQL engine direct" in the benchmarks).
 
 The engine owns one operator chain. Each input batch gets its event time
 (``_timestamp``), goes through the chain, and then every operator is told how
-far event time has advanced so windows can close.
+far event time has advanced so windows can close: the watermark base, kept per
+input partition (``_partition``) by a :class:`~flowsql.exec.watermarks.PartitionClock`
+(the minimum over the active partitions; for an unpartitioned input, the max
+event time). A driver that knows the input's partitions declares them
+(:meth:`Engine.expect_partitions`) and reports their end or idleness.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -19,11 +23,12 @@ from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import (
     PRIOR_MAX_EVENT_TIME,
     EventTimeAssigner,
+    allowed_lateness,
     has_windowed_aggregate,
-    in_order,
-    prior_max,
 )
 from flowsql.exec.operator import Operator, OperatorContext
+from flowsql.exec.watermarks import SNAPSHOT_KEY, PartitionClock, partition_ids
+from flowsql.exec.windows import NO_TIME
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import event_time_column
 from flowsql.records import TIMESTAMP, DeadLetterSink, ListDeadLetters
@@ -35,13 +40,49 @@ DEFAULT_BATCH_SIZE = 10_000
 
 @dataclass
 class EngineMetrics:
-    """Counters of one engine."""
+    """Counters of one engine (or of a V2 coordinator).
+
+    ``max_event_time``: the max event time seen over the whole input.
+    ``watermark``: the watermark base (see ``flowsql.exec.watermarks``) minus
+    the allowed lateness; None before anything is reached.
+    ``partition_watermarks``: per input partition (``_partition``), its max
+    event time minus the allowed lateness (None: declared, nothing seen yet);
+    empty for an unpartitioned input. ``partition_states``: per input
+    partition, ``active``, ``idle`` or ``ended``.
+    """
 
     records_in: int = 0
     records_out: int = 0
     late_records: int = 0
     dead_lettered: int = 0
     max_event_time: int | None = None
+    watermark: int | None = None
+    partition_watermarks: dict[int, int | None] = field(default_factory=dict)
+    partition_states: dict[int, str] = field(default_factory=dict)
+
+    def slowest_partition(self) -> int | None:
+        """The active input partition holding the watermark back (the lowest
+        watermark; one not seen yet first); None when no partition is active."""
+        active = [q for q, s in self.partition_states.items() if s == "active"]
+        if not active:
+            return None
+        return min(active, key=lambda q: (_or_no_time(self.partition_watermarks.get(q)), q))
+
+
+def _or_no_time(ms: int | None) -> int:
+    return NO_TIME if ms is None else ms
+
+
+def report_watermarks(metrics: EngineMetrics, clock: PartitionClock, lateness_ms: int) -> None:
+    """Write the clock's watermark, and per partition ones, into ``metrics``."""
+    floor = clock.floor
+    metrics.watermark = None if floor == NO_TIME else floor - lateness_ms
+    if clock.partitioned:
+        metrics.partition_watermarks = {
+            q: None if high is None else high - lateness_ms
+            for q, high in clock.partition_times().items()
+        }
+        metrics.partition_states = clock.partition_states()
 
 
 class Engine:
@@ -56,6 +97,10 @@ class Engine:
         job: name used in errors and metrics.
         stamped: the rows arrive with their event time in ``_timestamp`` already
             (the output of an upstream engine, e.g. V2's per-split partials).
+        driven: a V2 partition's engine: the coordinator assigns ``_timestamp``,
+            stamps the watermark bases (``__prior_max_event_time``) and calls
+            :meth:`advance`; the engine keeps no watermark of its own and does
+            not advance by itself.
     """
 
     def __init__(
@@ -66,6 +111,7 @@ class Engine:
         dead_letters: DeadLetterSink | None = None,
         job: str | None = None,
         stamped: bool = False,
+        driven: bool = False,
     ) -> None:
         statement = _parse(sql) if isinstance(sql, str) else sql
         self.statement = statement
@@ -73,10 +119,13 @@ class Engine:
         self.dead_letters: DeadLetterSink = dead_letters or ListDeadLetters()
         self.metrics = EngineMetrics()
         source = statement.sources[0] if statement.sources else ""
-        column = TIMESTAMP if stamped else event_time_column(statement, event_time)
+        column = TIMESTAMP if stamped or driven else event_time_column(statement, event_time)
         self._clock = EventTimeAssigner(column, "" if stamped else source)
         self.operators: list[Operator] = compile_plan(statement.plan, self.ctx)
         self._stamp_prior_max = has_windowed_aggregate(statement.plan)
+        self._driven = driven
+        self._watermarks = PartitionClock()
+        self._lateness = allowed_lateness(statement.plan)
 
     @property
     def done(self) -> bool:
@@ -100,18 +149,56 @@ class Engine:
             self._drain()
             return []
         ts = batch.column(TIMESTAMP).to_numpy(zero_copy_only=False)
-        prev = self.metrics.max_event_time
-        stamped = PRIOR_MAX_EVENT_TIME in batch.schema.names  # by a V2 coordinator
-        if self._stamp_prior_max and not stamped and not in_order(ts, prev):
-            batch = batch.append_column(PRIOR_MAX_EVENT_TIME, pa.array(prior_max(ts, prev)))
+        if self._driven:
+            out = self._push([batch])
+            self._saw(int(ts.max()))
+            return out
+        stamp = self._watermarks.arrive(ts, partition_ids(batch), rows=self._stamp_prior_max)
+        if stamp.prior is not None and PRIOR_MAX_EVENT_TIME not in batch.schema.names:
+            batch = batch.append_column(PRIOR_MAX_EVENT_TIME, pa.array(stamp.prior))
         out = self._push([batch])
-        high = int(ts.max())
+        self._saw(stamp.high)
+        return out + self._reach()
+
+    def _saw(self, high: int) -> None:
+        prev = self.metrics.max_event_time
         self.metrics.max_event_time = high if prev is None else max(prev, high)
-        return out + self.advance(self.metrics.max_event_time)
+
+    def _reach(self) -> list[pa.RecordBatch]:
+        """Advance every operator to the watermark base (nothing while none is reached)."""
+        base = self._watermarks.floor
+        if base == NO_TIME:
+            report_watermarks(self.metrics, self._watermarks, self._lateness)
+            return []
+        return self.advance(base)
 
     def advance(self, event_time_ms: int) -> list[pa.RecordBatch]:
         """Tell every operator event time reached ``event_time_ms``; emit what closes."""
+        self._watermarks.advance(event_time_ms)
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
         return self._cascade(lambda op: op.advance(event_time_ms))
+
+    def expect_partitions(self, partitions: Iterable[int]) -> None:
+        """The input's partitions (``_partition`` values) known to exist: those
+        not seen yet hold the watermark until they send, end or go idle."""
+        self._watermarks.expect(partitions)
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
+
+    def end_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """A partition's bounded input is finished (an empty one too): it no
+        longer holds the watermark back. Returns what closes."""
+        return self._signal(self._watermarks.end(partition))
+
+    def idle_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """A partition sent nothing for the idle timeout: it no longer holds the
+        watermark back until its next record. Returns what closes."""
+        return self._signal(self._watermarks.idle(partition))
+
+    def _signal(self, rose: bool) -> list[pa.RecordBatch]:
+        if rose:
+            return self._reach()
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
+        return []
 
     def flush(self) -> list[pa.RecordBatch]:
         """End of input: emit every open window and final aggregate."""
@@ -132,16 +219,25 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         """State of every operator (``"operators"``, in chain order) plus the
-        engine's counters (``flowsql.state.snapshots`` re-shards it by key)."""
+        engine's max event time and its watermarks per input partition
+        (``"event_time"``, see ``flowsql.exec.watermarks``);
+        ``flowsql.state.snapshots`` re-shards it by key."""
         return {
             "operators": [op.snapshot() for op in self.operators],
             "max_event_time": self.metrics.max_event_time,
+            SNAPSHOT_KEY: self._watermarks.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Load a snapshot; one without watermarks per partition (older) starts
+        the watermark base at its max event time."""
         for op, op_state in zip(self.operators, state["operators"], strict=True):
             op.restore(op_state)
         self.metrics.max_event_time = state.get("max_event_time")
+        self._watermarks = PartitionClock.restore(
+            state.get(SNAPSHOT_KEY), self.metrics.max_event_time
+        )
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
 
     def _push(self, batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         """Send batches through the whole chain; return what comes out the top."""

@@ -3,9 +3,12 @@
 One batch goes through these steps, all vectorized:
 
 1. Event times come from ``_timestamp``; each row's watermark at arrival is
-   the max event time of every earlier record minus the allowed lateness
-   (``EventClock``), or the coordinator's ``__prior_max_event_time`` column.
-   That per-record watermark is what makes results independent of batch size.
+   the watermark base before it minus the allowed lateness: the max event time
+   of every earlier record (``EventClock``), or the ``__prior_max_event_time``
+   column stamped by the engine or the V2 coordinator (out-of-order batches;
+   with several input partitions always: the minimum over the partitions,
+   ``flowsql.exec.watermarks``). That per-record watermark is what makes
+   results independent of batch size and of the partitions' interleaving.
 2. Group keys become persistent dense ids (``GroupKeys``).
 3. The windower assigns rows to windows by integer division. A row whose
    windows all closed before it arrived is late: counted, and dead-lettered
@@ -86,7 +89,7 @@ from flowsql.records import TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
 
 __all__ = ["PRIOR_MAX", "AggregateOp"]
 
-#: Column a V2 coordinator may add: global max event time before each row.
+#: Column the engine or a V2 coordinator may add: the watermark base before each row.
 PRIOR_MAX = "__prior_max_event_time"
 MAX_TS = "__max_ts"
 SNAPSHOT_FORMAT = "flowsql.aggregate/1"

@@ -19,9 +19,12 @@ from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.records import SYSTEM_COLUMNS, TIMESTAMP, DeadLetter
 
-#: Per row, the max event time of all rows before it in the whole input; added
-#: to out-of-order batches of windowed queries so late-record decisions do not
-#: depend on batch size, on filters before the aggregate or on partitioning.
+#: Per row, the watermark base before it: the max event time of all rows before
+#: it in the whole input, or with several input partitions the minimum over
+#: them (``flowsql.exec.watermarks``); added to out-of-order (and partitioned)
+#: batches of windowed queries so late-record decisions do not depend on batch
+#: size, on filters before the aggregate, on V2 partitioning or on how the
+#: input partitions are interleaved.
 PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
 
 #: Column names used as event time when nothing is configured and the input has
@@ -107,6 +110,14 @@ def prior_max(ts: np.ndarray, before: int | None) -> np.ndarray:
 def has_windowed_aggregate(plan: n.Node) -> bool:
     """True when the plan holds a windowed aggregate (the only late-aware operator)."""
     return any(isinstance(x, n.Aggregate) and x.window for x in n.walk(plan))
+
+
+def allowed_lateness(plan: n.Node) -> int:
+    """The allowed lateness (ms) of the plan's windowed aggregate, 0 without one."""
+    for node in n.walk(plan):
+        if isinstance(node, n.Aggregate) and node.window is not None:
+            return node.allowed_lateness_ms
+    return 0
 
 
 def to_epoch_ms(arr: pa.Array) -> tuple[pa.Array, str]:

@@ -104,9 +104,11 @@ class Operator(Stateful, Protocol):
         ...
 
     def advance(self, event_time_ms: int) -> list[pa.RecordBatch]:
-        """Event time of the whole input has reached ``event_time_ms`` (the max
-        seen so far, over all partitions). Windowed operators compute their
-        watermark from it (minus allowed lateness) and emit closed windows."""
+        """Event time of the whole input has reached ``event_time_ms`` (the
+        watermark base: the minimum over the input partitions of their max
+        event time, see ``flowsql.exec.watermarks``). Windowed operators
+        compute their watermark from it (minus allowed lateness) and emit
+        closed windows."""
         ...
 
     def flush(self) -> list[pa.RecordBatch]:

@@ -7,9 +7,12 @@
   aligned to the epoch.
 - SESSION windows depend on the data: :class:`SessionTable` holds the open
   sessions and :func:`plan_sessions` merges a batch's rows with them.
-- :class:`EventClock` tracks the max event time and gives each row the
-  watermark *at its arrival* (max event time of every earlier record minus the
-  allowed lateness), which is what makes lateness independent of batch size.
+- :class:`EventClock` tracks the event time an operator has reached and gives
+  each row the watermark *at its arrival* (the watermark base before the row
+  minus the allowed lateness), which is what makes lateness independent of
+  batch size. The base is the max event time of every earlier record for an
+  unpartitioned input; with several input partitions it is the minimum over
+  them (``flowsql.exec.watermarks``), stamped on the rows and authoritative.
 - :class:`SlotTable` maps (window, group id) pairs to dense slots that index
   the aggregate state, and recycles the slots of closed windows.
 """
@@ -38,13 +41,15 @@ class Arrival:
 
     ``in_order``: non-decreasing and not behind any earlier record, so no row
     can be late. ``watermarks``: each row's watermark at its arrival (None when
-    in order). ``high``: the batch's max event time.
+    in order). ``reached``: the event time reached once the batch is processed
+    (its max event time; with stamped watermark bases the highest of them,
+    the caller's ``advance`` bringing the rest).
     """
 
     ts: np.ndarray
     in_order: bool
     watermarks: np.ndarray | None
-    high: int
+    reached: int
 
 
 @dataclass
@@ -173,15 +178,15 @@ class Sliding(Windower):
 
 
 class EventClock:
-    """Max event time seen, and each row's watermark at its arrival.
+    """The event time an operator has reached, and each row's watermark at its arrival.
 
     Args:
-        lateness_ms: allowed lateness; watermark = max event time - lateness.
+        lateness_ms: allowed lateness; watermark = event time reached - lateness.
     """
 
     def __init__(self, lateness_ms: int = 0) -> None:
         self.lateness = lateness_ms
-        self.max_time = NO_TIME  # max over processed records and advance() calls
+        self.max_time = NO_TIME  # event time reached: processed records and advance() calls
 
     @property
     def watermark(self) -> int:
@@ -190,14 +195,15 @@ class EventClock:
     def arrive(self, ts: np.ndarray, prior: np.ndarray | None) -> Arrival:
         """Describe a batch before it is processed.
 
-        ``prior`` is the coordinator's ``__prior_max_event_time`` column (the
-        global max event time before each row) when present.
+        ``prior`` is the ``__prior_max_event_time`` column when present: the
+        watermark base before each row, stamped by the engine or the V2
+        coordinator. It is authoritative: with several input partitions it
+        lies below the batch's own event times, which must not raise it.
         """
+        if prior is not None:
+            return Arrival(ts, False, prior - self.lateness, int(prior.max()))
         in_order = bool(ts[0] >= self.max_time) and bool(np.greater_equal(ts[1:], ts[:-1]).all())
         high = int(ts[-1]) if in_order else int(ts.max())
-        if prior is not None:
-            wm = np.maximum(prior, self.max_time) - self.lateness
-            return Arrival(ts, False, wm, high)
         if in_order:
             return Arrival(ts, True, None, high)
         before = np.empty(len(ts), dtype=np.int64)
@@ -217,7 +223,7 @@ class EventClock:
 
     def observe(self, arrival: Arrival) -> None:
         """The batch was processed."""
-        self.max_time = max(self.max_time, arrival.high)
+        self.max_time = max(self.max_time, arrival.reached)
 
     def advance(self, event_time_ms: int) -> int:
         """Event time reached ``event_time_ms``; return the new watermark."""

@@ -5,14 +5,20 @@ with a private engine (``flowsql.runtime.worker``). For every input batch:
 
 1. assign event time (``_timestamp``) here, before routing, exactly as V1's
    engine would;
-2. for windowed queries, stamp each row with ``__prior_max_event_time``: the
-   largest event time of all rows before it in the whole input, so each
-   partition decides lateness exactly as V1 does (a batch in event-time order
-   needs no stamp: none of its rows can be late);
+2. keep the watermarks per input partition (``_partition``) here, with the
+   same :class:`~flowsql.exec.watermarks.PartitionClock` as V1's engine, and
+   for windowed queries stamp each row with ``__prior_max_event_time``: the
+   watermark base before it over the whole input (the largest earlier event
+   time; with several input partitions the minimum over them), so each
+   partition decides lateness exactly as V1 does (an unpartitioned batch in
+   event-time order needs no stamp: none of its rows can be late);
 3. route rows by a stable hash of the routing key (``HashRouter``) and send
-   each partition its rows together with the new global max event time, to
-   which every partition advances, so windows close in all partitions
-   together (the watermark is the same for all: min over partitions = global);
+   each partition its rows together with the new watermark base, to which
+   every partition advances, so windows close in all partitions together (the
+   workers' engines are driven: they never advance on their own rows).
+   Declared, ended and idle input partitions (:meth:`expect_partitions`,
+   :meth:`end_partition`, :meth:`idle_partition`) change the base here, in
+   order with the batches; a rise is sent to every partition;
 4. collect the partitions' outputs for the batch and merge them into V1's
    order (``flowsql.runtime.ordering``): window end, window start, then key for
    aggregates; arrival order for everything else.
@@ -43,17 +49,18 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from flowsql.engine import EngineMetrics, event_time_column
+from flowsql.engine import EngineMetrics, event_time_column, report_watermarks
 from flowsql.errors import ExecutionError
 from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import (
     PRIOR_MAX_EVENT_TIME,
     EventTimeAssigner,
+    allowed_lateness,
     has_windowed_aggregate,
-    in_order,
-    prior_max,
 )
 from flowsql.exec.operator import Operator, OperatorContext
+from flowsql.exec.watermarks import SNAPSHOT_KEY, PartitionClock, partition_ids
+from flowsql.exec.windows import NO_TIME
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import reads_column, split_plan
 from flowsql.records import OFFSET, TIMESTAMP, DeadLetterSink, ListDeadLetters
@@ -72,9 +79,6 @@ from flowsql.runtime.worker import (
 from flowsql.state.snapshots import merge_states, split_state
 
 log = logging.getLogger(__name__)
-
-#: Column stamped on every row of a windowed query: the global max event time
-#: of all rows before it (the row's own event time for the very first row).
 
 #: Batches each partition may have outstanding before the coordinator waits.
 DEFAULT_MAX_IN_FLIGHT = 3
@@ -141,6 +145,8 @@ class PartitionedJobCoordinator:
         source = statement.sources[0] if statement.sources else ""
         self._clock = EventTimeAssigner(event_time_column(statement, event_time), source)
         self._stamp_prior_max = has_windowed_aggregate(statement.plan)
+        self._watermarks = PartitionClock()
+        self._lateness = allowed_lateness(statement.plan)
         self.order = output_order(statement, partitions)
         self._arrived = 0  # rows routed so far (numbers rows when ordering by arrival)
         self._late = [0] * partitions
@@ -209,6 +215,35 @@ class PartitionedJobCoordinator:
         self._collect(block=False)
         return self._take_ready()
 
+    def expect_partitions(self, partitions: Iterable[int]) -> None:
+        """The input's partitions (``_partition`` values) known to exist: those
+        not seen yet hold the watermark until they send, end or go idle."""
+        self._check_open()
+        self._watermarks.expect(partitions)
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
+
+    def end_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """A partition's bounded input is finished (an empty one too): it no
+        longer holds the watermark back. Returns the outputs finished so far."""
+        self._check_open()
+        return self._signal(self._watermarks.end(partition))
+
+    def idle_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """A partition sent nothing for the idle timeout: it no longer holds the
+        watermark back until its next record. Returns the outputs finished so far."""
+        self._check_open()
+        return self._signal(self._watermarks.idle(partition))
+
+    def _signal(self, rose: bool) -> list[pa.RecordBatch]:
+        """After a partition signal: send a risen watermark base to every partition."""
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
+        self._collect(block=False)
+        self._raise_failed()
+        if rose and not self._done:
+            self._broadcast("batch", self._watermarks.floor)
+        self._collect(block=False)
+        return self._take_ready()
+
     def drain(self) -> list[pa.RecordBatch]:
         """Wait for every batch already given; return all outputs not yet returned.
 
@@ -244,6 +279,7 @@ class PartitionedJobCoordinator:
         states = self._ask_all("snapshot")
         merged = merge_states(states, self._operators(), self.router)
         merged["max_event_time"] = self.metrics.max_event_time
+        merged[SNAPSHOT_KEY] = self._watermarks.snapshot()  # the workers keep none
         return merged
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -255,6 +291,10 @@ class PartitionedJobCoordinator:
             self.send(w, "restore", part)
         self._collect(block=True)
         self.metrics.max_event_time = state.get("max_event_time")
+        self._watermarks = PartitionClock.restore(
+            state.get(SNAPSHOT_KEY), self.metrics.max_event_time
+        )
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
 
     def _operators(self) -> list[Operator]:
         """Operators of the partitions' plan, built here only to split and
@@ -329,20 +369,20 @@ class PartitionedJobCoordinator:
         if not batch.num_rows:
             return
         ts = batch.column(TIMESTAMP).to_numpy(zero_copy_only=False)
-        if self._stamp_prior_max and not in_order(ts, self.metrics.max_event_time):
-            batch = batch.append_column(
-                PRIOR_MAX_EVENT_TIME, pa.array(prior_max(ts, self.metrics.max_event_time))
-            )
-        high = int(ts.max())
+        stamp = self._watermarks.arrive(ts, partition_ids(batch), rows=self._stamp_prior_max)
+        if stamp.prior is not None:
+            batch = batch.append_column(PRIOR_MAX_EVENT_TIME, pa.array(stamp.prior))
         prev = self.metrics.max_event_time
-        self.metrics.max_event_time = high if prev is None else max(prev, high)
+        self.metrics.max_event_time = stamp.high if prev is None else max(prev, stamp.high)
+        report_watermarks(self.metrics, self._watermarks, self._lateness)
+        base = None if stamp.base == NO_TIME else stamp.base
         batch = self.order.tag(batch, self._arrived)
         self._arrived += batch.num_rows
         parts = self.router.split(batch)
         self._inputs[self.routed[0].sent] = given
         for w, part in zip(self.routed, parts, strict=True):
             self._wait_for_credit(w)
-            self.send(w, "batch", self.metrics.max_event_time, [part])
+            self.send(w, "batch", base, [part])
 
     @property
     def routed(self) -> list[PartitionWorker]:

@@ -57,6 +57,25 @@ class JobProcessor(Protocol):
         """Run one input batch; return the outputs finished so far."""
         ...
 
+    def expect_partitions(self, partitions: Iterable[int]) -> None:
+        """Declare the input partitions (``_partition`` values) known to exist:
+        one not seen yet holds the watermark back until it sends a record, ends
+        or goes idle. Partitions already known keep their state."""
+        ...
+
+    def end_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """A partition's bounded input is finished (an empty partition too): it
+        no longer holds the watermark back. Returns the outputs finished so far
+        (windows the risen watermark closed)."""
+        ...
+
+    def idle_partition(self, partition: int) -> list[pa.RecordBatch]:
+        """The driver saw no data from a partition for the idle timeout: it no
+        longer holds the watermark back, until a record of it arrives (it then
+        rejoins as active; the watermark never goes back). Returns the outputs
+        finished so far."""
+        ...
+
     def drain(self) -> list[pa.RecordBatch]:
         """Wait for every batch in flight; return their outputs (a batch
         boundary: nothing is half-processed afterwards)."""
@@ -116,6 +135,15 @@ class SimpleJobProcessor:
 
     def process_batch(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
         return self.engine.process(batch)
+
+    def expect_partitions(self, partitions: Iterable[int]) -> None:
+        self.engine.expect_partitions(partitions)
+
+    def end_partition(self, partition: int) -> list[pa.RecordBatch]:
+        return self.engine.end_partition(partition)
+
+    def idle_partition(self, partition: int) -> list[pa.RecordBatch]:
+        return self.engine.idle_partition(partition)
 
     def drain(self) -> list[pa.RecordBatch]:
         return []  # nothing is ever in flight

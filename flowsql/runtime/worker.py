@@ -62,7 +62,7 @@ from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
-from flowsql.records import TIMESTAMP, DeadLetter, ListDeadLetters
+from flowsql.records import DeadLetter, ListDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -783,9 +783,12 @@ class EngineHandler:
     """A partition's private engine, driven by the coordinator's messages.
 
     Batches arrive with ``_timestamp`` already assigned by the coordinator (and,
-    for windowed queries, ``__prior_max_event_time``), so the engine takes event
-    time from ``_timestamp`` as is. The engine is built on first use: a worker
-    that only runs splits (``flowsql.runtime.splits``) never needs it.
+    for windowed queries, ``__prior_max_event_time`` where a row could be late
+    or the input is partitioned), so the engine takes event time from
+    ``_timestamp`` as is. The engine is *driven*: it advances only to the
+    watermark base each message carries (the coordinator's, over every input
+    partition), never to one of its own rows. It is built on first use: a
+    worker that only runs splits (``flowsql.runtime.splits``) never needs it.
     """
 
     def __init__(self, statement: Statement, job: str) -> None:
@@ -796,11 +799,7 @@ class EngineHandler:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from flowsql.exec.eventtime import EventTimeAssigner
-
-            self._engine = Engine(self.statement, job=self.job)
-            source = self.statement.sources[0] if self.statement.sources else ""
-            self._engine._clock = EventTimeAssigner(TIMESTAMP, source)  # assigned upstream
+            self._engine = Engine(self.statement, job=self.job, driven=True)
         return self._engine
 
     def __call__(

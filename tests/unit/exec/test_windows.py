@@ -72,6 +72,19 @@ def test_prior_column_overrides_the_local_max() -> None:
     assert EventClock().max_time == NO_TIME
 
 
+def test_stamped_batch_does_not_raise_the_clock_past_the_stamp() -> None:
+    # Another input partition holds the watermark base at 100..200: the rows'
+    # own event times (900) must not raise it; the caller's advance does.
+    clock = EventClock(10)
+    clock.advance(50)
+    ts = np.array([500, 900], dtype=np.int64)
+    arrival = clock.arrive(ts, np.array([100, 200], dtype=np.int64))
+    assert arrival.watermarks is not None and arrival.watermarks.tolist() == [90, 190]
+    clock.observe(arrival)
+    assert clock.max_time == 200
+    assert clock.advance(300) == 290
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), min_size=1, max_size=80),
     st.booleans(),

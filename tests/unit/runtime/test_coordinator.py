@@ -14,14 +14,11 @@ import pytest
 
 from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
+from flowsql.exec.eventtime import prior_max
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, split_plan
 from flowsql.records import ListDeadLetters
-from flowsql.runtime.coordinator import (
-    BatchError,
-    PartitionedJobCoordinator,
-    prior_max,
-)
+from flowsql.runtime.coordinator import BatchError, PartitionedJobCoordinator
 from flowsql.runtime.ordering import output_order
 from flowsql.runtime.processor import JobProcessor
 from flowsql.runtime.splits import jsonl_splits, shift_letter

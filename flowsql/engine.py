@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from flowsql.errors import PlanError, did_you_mean
 from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import (
     PRIOR_MAX_EVENT_TIME,
@@ -32,6 +33,7 @@ from flowsql.exec.windows import NO_TIME
 from flowsql.plan import nodes as n
 from flowsql.plan.routing import event_time_column
 from flowsql.records import TIMESTAMP, DeadLetterSink, ListDeadLetters
+from flowsql.sql import parse_one
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +284,6 @@ def query(
     sources = engine.statement.sources
     name = sources[0] if sources else next(iter(inputs))
     if name not in inputs:
-        from flowsql.errors import PlanError, did_you_mean
-
         raise PlanError(f"no input named '{name}'", hint=did_you_mean(name, inputs))
     table = _as_table(inputs[name])
     out: list[pa.RecordBatch] = []
@@ -316,8 +316,6 @@ def _without_filters(node: n.Node) -> n.Node:
 
 
 def _parse(sql: str) -> n.Statement:
-    from flowsql.sql import parse_one
-
     return parse_one(sql)
 
 

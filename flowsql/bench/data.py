@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 
 from flowsql.connectors.generator import make_generator
@@ -27,8 +28,6 @@ def as_table(batches: list[pa.RecordBatch]) -> pa.Table:
 def write_jsonl(batches: list[pa.RecordBatch], path: Path) -> Path:
     """Write the user columns (not ``_timestamp``: event time then comes from
     the ``timestamp`` column, as for any file) as JSON lines; return ``path``."""
-    import polars as pl
-
     table = as_table(batches)
     if TIMESTAMP in table.column_names:
         table = table.drop_columns([TIMESTAMP])

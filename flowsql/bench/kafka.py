@@ -36,6 +36,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flowsql.bench import quix_kafka
+from flowsql.bench.peers import peer_python
+from flowsql.runtime.kafka_job import KafkaJob
+from flowsql.sql import parse_one
+
 QUERY = (
     "SELECT symbol, COUNT(*) AS trades, SUM(quantity) AS volume, _window_start"
     " FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' SECOND)"
@@ -145,9 +150,6 @@ def _job_sql(bootstrap: str, topic: str, out: str, group: str, ckpt: str, parts:
 
 
 def _run_job(sql: str, conn: Any) -> None:
-    from flowsql.runtime.kafka_job import KafkaJob
-    from flowsql.sql import parse_one
-
     job = KafkaJob(parse_one(sql))
     began = time.time()
     stats = job.run()
@@ -191,15 +193,11 @@ def quix(bootstrap: str, topic: str, records: int, python: str | None = None) ->
     """Quix Streams: the same tumbling count/sum (``flowsql.bench.quix_kafka``),
     in this interpreter when it has Quix Streams, else in ``python`` (the peers'
     interpreter, see ``flowsql.bench.peers.peer_python``); None when neither."""
-    from flowsql.bench import quix_kafka
-
     if importlib.util.find_spec("quixstreams") is not None:
         import quixstreams
 
         n, seconds = quix_kafka.run(bootstrap, topic, records)
         return Result("quixstreams", n, seconds, note=f"quixstreams {quixstreams.__version__}")
-    from flowsql.bench.peers import peer_python
-
     python = peer_python(python)
     if python is None:
         print("Quix Streams not installed (see --peers-python): skipped", flush=True)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
+from flowsql.engine import Engine
 from flowsql.exec.aggregate import AggregateOp
 from flowsql.exec.operator import OperatorContext
 from flowsql.plan.expr import AggCall, Col
@@ -137,8 +138,6 @@ def run_operator(batches: list[pa.RecordBatch], node: Aggregate) -> Timing:
 
 def run_engine(batches: list[pa.RecordBatch], node: Aggregate) -> Timing:
     """Time the whole engine (event-time step included) on the same batches."""
-    from flowsql.engine import Engine
-
     engine = Engine(Statement(plan=node))
     rows = 0
     watch = Stopwatch()

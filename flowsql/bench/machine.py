@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+import numpy
+import pyarrow
 
 
 def describe() -> dict[str, Any]:
     """Facts about this machine and interpreter, for the JSON report and the docs."""
-    import numpy
-    import pyarrow
-
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -57,8 +58,6 @@ def load_avg() -> list[float]:
 
 
 def _version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(module)
     except PackageNotFoundError:

@@ -43,8 +43,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextvars import copy_context
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 ENGINES = ("quix", "bytewax")
 MIN_QUANTITY = 100
@@ -104,8 +109,6 @@ def run_peer(
 def write_records(table: Any, path: Path) -> Path:
     """Write the peers' input (a ``pyarrow.Table`` with symbol, price, quantity,
     timestamp) as an Arrow IPC file."""
-    import pyarrow as pa
-
     columns = {
         "symbol": table.column("symbol").cast(pa.string()),
         "price": table.column("price"),
@@ -126,8 +129,6 @@ def write_records(table: Any, path: Path) -> Path:
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-
     with pa.memory_map(str(path)) as source:
         records: list[dict[str, Any]] = pa.ipc.open_file(source).read_all().to_pylist()
     return records
@@ -135,8 +136,6 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 def run_quix(records: list[dict[str, Any]], batch_size: int) -> tuple[float, int]:
     """The workload on Quix Streams' own pipeline and state stores (no broker)."""
-    from contextvars import copy_context
-
     import quixstreams.dataframe.windows.aggregations as agg
     from quixstreams.context import set_message_context
     from quixstreams.models import MessageContext
@@ -209,8 +208,6 @@ def _quix_pipeline(state_dir: str) -> tuple[Any, Any, Any]:
 
 def run_bytewax(records: list[dict[str, Any]], batch_size: int) -> tuple[float, int]:
     """The workload as a Bytewax dataflow on one worker."""
-    from datetime import UTC, datetime, timedelta
-
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
@@ -263,8 +260,6 @@ def run_bytewax(records: list[dict[str, Any]], batch_size: int) -> tuple[float, 
 
 
 def _versions(engine: str) -> str:
-    from importlib.metadata import version
-
     name = {"quix": "quixstreams", "bytewax": "bytewax"}[engine]
     return f"{name} {version(name)}"
 

@@ -8,6 +8,7 @@ the table next to the rate and the rate is left out of every ratio and target.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,8 +365,6 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m flowsql.bench.report RESULTS.json``: print the Markdown tables."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     print(markdown(json.loads(Path(args[0]).read_text())))
 

@@ -19,16 +19,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from flowsql.bench import ceiling
 from flowsql.bench.measure import Outcome, children_cpu_now
 from flowsql.bench.scenarios import Scenario
+from flowsql.connectors.base import Source
+from flowsql.connectors.files import JsonlSource
+from flowsql.connectors.memory import MemorySource
 from flowsql.engine import Engine
 from flowsql.plan.nodes import Statement
+from flowsql.runtime.coordinator import PartitionedJobCoordinator
 from flowsql.runtime.processor import JobProcessor, SimpleJobProcessor
+from flowsql.runtime.runner import run_job
+from flowsql.runtime.splits import source_splits
+from flowsql.sql import parse_one
 
 Run = Callable[[], Outcome]
 
@@ -67,8 +73,6 @@ class CountingSink:
 
 def parse(sql: str) -> Statement:
     """The planned statement of a scenario's SQL."""
-    from flowsql.sql import parse_one
-
     return parse_one(sql)
 
 
@@ -98,12 +102,11 @@ class JobRun:
 
 def job(
     statement: Statement,
-    source: Callable[[], Any],
+    source: Callable[[], Source],
     processor: Callable[[], JobProcessor],
     info: JobRun,
 ) -> Run:
     """``run_job`` from ``source()`` with a ready ``processor()``."""
-    from flowsql.runtime.runner import run_job
 
     def run() -> Outcome:
         built = time.perf_counter()
@@ -119,30 +122,24 @@ def job(
     return run
 
 
-def data_path(proc: Any, source: Any) -> str:
+def data_path(proc: JobProcessor, source: Source) -> str:
     """How the processor will get its input: ``splits`` (workers read and decode
     the file themselves), ``router`` (V2 routes rows) or ``inline`` (V1)."""
-    if getattr(proc, "processor_version", "") != "V2":
+    if proc.processor_version != "V2":
         return "inline"
-    can_split = getattr(proc, "can_split", None)
-    if can_split is not None and can_split():
-        from flowsql.runtime.splits import source_splits
-
-        if source_splits(source):
-            return "splits"
+    if proc.can_split() and source_splits(source):
+        return "splits"
     return "router"
 
 
-def memory_source(kind: str, batches: list[pa.RecordBatch], batch_size: int) -> Callable[[], Any]:
-    from flowsql.connectors.memory import MemorySource
-
+def memory_source(
+    kind: str, batches: list[pa.RecordBatch], batch_size: int
+) -> Callable[[], Source]:
     table = pa.Table.from_batches(batches)
     return lambda: MemorySource(table, name=kind, batch_size=batch_size)
 
 
-def jsonl_source(kind: str, path: Path, batch_size: int) -> Callable[[], Any]:
-    from flowsql.connectors.files import JsonlSource
-
+def jsonl_source(kind: str, path: Path, batch_size: int) -> Callable[[], Source]:
     return lambda: JsonlSource(path, name=kind, batch_size=batch_size)
 
 
@@ -151,8 +148,6 @@ def v1(statement: Statement) -> Callable[[], JobProcessor]:
 
 
 def v2(statement: Statement, partitions: int) -> Callable[[], JobProcessor]:
-    from flowsql.runtime.coordinator import PartitionedJobCoordinator
-
     return lambda: PartitionedJobCoordinator(statement, num_partitions=partitions)
 
 
@@ -190,6 +185,7 @@ def duckdb_batch(scenario: Scenario, batches: list[pa.RecordBatch], threads: int
         con.register("t", table)
         clock = _Clock()
         rel = con.sql(scenario.duckdb_sql)
+        # DuckDB renamed arrow() to_arrow_table(); both releases are in the extra's range
         out = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
         outcome = clock.outcome(out.num_rows, out.num_rows)
         con.close()

@@ -9,6 +9,7 @@ counts are checked afterwards (:mod:`flowsql.bench.report`).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from flowsql.bench import data, runners
+from flowsql.bench import data, peers, runners
 from flowsql.bench.measure import Measurement, measure_once
 from flowsql.bench.scenarios import PEER_MIN_QUANTITY, PEER_SCENARIO, Scenario
 from flowsql.engine import DEFAULT_BATCH_SIZE, Engine
@@ -107,8 +108,6 @@ def run_suite(opts: BenchOptions, progress: Progress | None = None) -> SuiteRun:
 
 def warm_up() -> None:
     """Import what the runners use, so no timed run pays for a first import."""
-    import importlib
-
     for module in (
         "polars",
         "msgspec",
@@ -218,8 +217,6 @@ def _reference_rows(statement: Statement, source: Callable[[], Any]) -> int:
 
 
 def _run_peers(suite: SuiteRun, tmp: Path, say: Progress) -> None:
-    from flowsql.bench import peers
-
     opts = suite.options
     scenario = PEER_SCENARIO
     n = min(opts.records, opts.peer_records)

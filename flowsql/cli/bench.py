@@ -9,8 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flowsql.bench import machine, report
 from flowsql.bench import scenarios as sc
+from flowsql.bench.peers import peer_python
+from flowsql.bench.plot import have_matplotlib, plot
+from flowsql.bench.runners import have_duckdb
+from flowsql.bench.suite import BenchOptions, planned_runs, run_suite
 from flowsql.cli.errors import fail
 
 log = logging.getLogger(__name__)
@@ -62,10 +68,6 @@ def bench(
 ) -> None:
     """Benchmark flowsql: engine direct, V1 and V2 over the reference scenarios,
     against the numpy ceiling, DuckDB and (--peers) Quix Streams and Bytewax."""
-    from flowsql.bench.plot import have_matplotlib
-    from flowsql.bench.runners import have_duckdb
-    from flowsql.bench.suite import BenchOptions
-
     opts = BenchOptions(
         records=records,
         scenarios=tuple(_scenarios(scenarios)),
@@ -86,13 +88,7 @@ def bench(
     _run(opts, json_path, plot_path)
 
 
-def _run(opts: object, json_path: Path | None, plot_path: Path | None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from flowsql.bench import machine, report
-    from flowsql.bench.suite import BenchOptions, planned_runs, run_suite
-
-    assert isinstance(opts, BenchOptions)
+def _run(opts: BenchOptions, json_path: Path | None, plot_path: Path | None) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
@@ -124,16 +120,12 @@ def _run(opts: object, json_path: Path | None, plot_path: Path | None) -> None:
         report.write_json(report.to_json(suite, info), json_path)
         console.print(f"JSON: {json_path}")
     if plot_path is not None:
-        from flowsql.bench.plot import plot
-
         plot(suite, plot_path)
         console.print(f"chart: {plot_path}")
 
 
 def _peers_python(explicit: str | None) -> str:
     """The interpreter that runs Quix Streams and Bytewax, or exit 2 naming the extra."""
-    from flowsql.bench.peers import peer_python
-
     python = peer_python(explicit)
     if python is None:
         fail(f"--peers needs Quix Streams and Bytewax: {PEERS_EXTRA} (or --peers-python PATH)")

@@ -22,17 +22,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowsql.cli.errors import fail
+from flowsql.connectors.dlq import JsonlDeadLetters
+from flowsql.connectors.files import FileSink, FileSource
+from flowsql.connectors.generator import GeneratorSource, make_generator
+from flowsql.connectors.memory import MemorySink
+from flowsql.connectors.paths import check_sink_path
+from flowsql.connectors.registry import sink_for, sink_stream, sources_for
+from flowsql.connectors.stdout import TableSink
 from flowsql.errors import FlowSQLError, did_you_mean
 from flowsql.plan import options
+from flowsql.plan.explain import explain as explain_statement
 from flowsql.plan.nodes import Statement
-from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+from flowsql.records import SYSTEM_COLUMNS, DeadLetter
 from flowsql.redaction import (
     redact_error,
     register_secrets,
@@ -40,10 +49,14 @@ from flowsql.redaction import (
     values_in_text,
 )
 from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory
+from flowsql.runtime.kafka_job import KafkaJob, KafkaJobSpec
+from flowsql.runtime.kafka_spec import is_kafka_job
+from flowsql.runtime.runner import run_job
+from flowsql.sql import bind, parse, parse_one
+from flowsql.sql import validate as validate_text
 
 if TYPE_CHECKING:
-    from flowsql.connectors.base import Sink
-    from flowsql.runtime.kafka_job import KafkaJob
+    from flowsql.connectors.base import Sink, Source
     from flowsql.runtime.processor import JobProcessor
 
 DEMO_SQL = (
@@ -75,8 +88,6 @@ def _read_sql(file: Path) -> str:
 
 
 def _parse(text: str) -> list[Statement]:
-    from flowsql.sql import parse
-
     try:
         statements = parse(text)
     except FlowSQLError as exc:
@@ -157,7 +168,7 @@ def run(
                 line = _run_plain(next(plain_iter), batch_size, jobs, kafka_jobs, letters)
             if not quiet:
                 typer.echo(line, err=True)
-    _close_letters(letters)
+    letters.close()
     _echo_letters(letters, dlq)
 
 
@@ -166,10 +177,8 @@ def _run_plain(
     batch_size: int,
     jobs: list[_Job],
     kafka_jobs: list[KafkaJob],
-    letters: DeadLetterSink,
+    letters: _Letters,
 ) -> str:
-    from flowsql.runtime.runner import run_job
-
     assert job.sink is not None, "every prepared job has its sink"
     try:
         report = run_job(
@@ -177,7 +186,7 @@ def _run_plain(
         )
     except FlowSQLError as exc:
         _abort_all(jobs, kafka_jobs)
-        _close_letters(letters)
+        letters.close()
         fail(f"job '{job.statement.name}' failed: {exc}", code=1)
     return report.summary()
 
@@ -187,23 +196,18 @@ def _run_plain(
 
 def _is_kafka(statement: Statement, bound: Mapping[str, str]) -> bool:
     """A Kafka job, unless ``--input`` rebinds its source to a file."""
-    from flowsql.runtime.kafka_spec import is_kafka_job
-
     return is_kafka_job(statement) and not any(s in bound for s in statement.sources)
 
 
 def _prepare_kafka(
     statements: list[Statement],
     output: str | None,
-    letters: DeadLetterSink,
+    letters: _Letters,
     choice: _Choice,
     jobs: list[_Job],
 ) -> list[KafkaJob]:
     """Build every Kafka job (clients, topics checked) before anything runs. Its output
     is its ``kafka_sink``, else ``--output`` (last statement) or the console."""
-    from flowsql.connectors.registry import sink_for
-    from flowsql.runtime.kafka_job import KafkaJob, KafkaJobSpec
-
     built: list[KafkaJob] = []
     for i, statement in enumerate(statements):
         try:
@@ -224,7 +228,7 @@ def _prepare_kafka(
 
 
 def _run_kafka(
-    job: KafkaJob, jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: DeadLetterSink
+    job: KafkaJob, jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: _Letters
 ) -> str:
     """Run one Kafka job to the end of its bounded input, or until SIGINT/SIGTERM."""
     started = time.perf_counter()
@@ -233,7 +237,7 @@ def _run_kafka(
             stats = job.run()
     except Exception as exc:
         _abort_all(jobs, kafka_jobs)
-        _close_letters(letters)
+        letters.close()
         fail(f"job '{job.spec.job}' failed: {_kafka_problem(exc, job.statement)}", code=1)
     elapsed = time.perf_counter() - started
     if job.spec.output is None:
@@ -268,10 +272,13 @@ def _kafka_problem(exc: Exception, statement: Statement) -> str:
     if isinstance(exc, FlowSQLError):
         return str(exc)
     if type(exc).__module__.startswith(("confluent_kafka", "cimpl")):
-        servers = next(
-            (v for k, v in statement.properties.items() if k.endswith("bootstrap.servers")), "?"
+        props = statement.properties
+        streams = options.stream_names(statement)
+        declared = (options.get(props, options.KAFKA_BOOTSTRAP, s) for s in streams)
+        servers = next(filter(None, declared), None) or options.get(
+            props, options.BOOTSTRAP_SERVERS
         )
-        return f"Kafka error with broker {servers}: {exc}"
+        return f"Kafka error with broker {servers or '?'}: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -311,7 +318,7 @@ class _Job:
     """One statement, ready to run (its sink is None until it is built)."""
 
     statement: Statement
-    sources: dict[str, Any]
+    sources: dict[str, Source]
     sink: Sink | None
     processor: JobProcessor
 
@@ -320,7 +327,7 @@ def _prepare(
     statements: list[Statement],
     inputs: Mapping[str, str],
     output: str | None,
-    letters: DeadLetterSink,
+    letters: _Letters,
     batch_size: int,
     base_dir: Path,
     choice: _Choice,
@@ -328,8 +335,6 @@ def _prepare(
     """Open every input, build every processor and sink before anything runs, so
     a bad query or input fails with nothing written. ``--output`` belongs to the
     last statement."""
-    from flowsql.connectors.registry import sink_for, sources_for
-
     jobs: list[_Job] = []
     stdout = Console(highlight=False)
     for i, statement in enumerate(statements):
@@ -348,16 +353,18 @@ def _prepare(
     return jobs
 
 
-def _bind(statement: Statement, sources: Mapping[str, Any]) -> Statement:
-    """Check the query against the inputs' columns (system columns excluded)."""
-    from flowsql.sql import bind
+#: Sources that know their columns before the job runs (a Kafka source learns them
+#: from its messages).
+_SCHEMA_SOURCES = (FileSource, GeneratorSource)
 
+
+def _bind(statement: Statement, sources: Mapping[str, Source]) -> Statement:
+    """Check the query against the inputs' columns (system columns excluded)."""
     schemas = {}
     for name, source in sources.items():
-        schema = getattr(source, "schema", None)
-        if schema is None:
+        if not isinstance(source, _SCHEMA_SOURCES):
             return statement  # a source that cannot tell its columns up front
-        keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
+        keep = [f for f in source.schema if f.name not in SYSTEM_COLUMNS]
         if not keep:
             return statement  # an empty input: nothing to check against
         schemas[name] = pa.schema(keep)
@@ -390,7 +397,7 @@ class _Letters:
     """The CLI's dead-letter sink: to the --dlq file if given, and kept (a few) for
     echoing on stderr otherwise."""
 
-    def __init__(self, file: DeadLetterSink | None) -> None:
+    def __init__(self, file: JsonlDeadLetters | None) -> None:
         self.file = file
         self.count = 0
         self.sample: list[DeadLetter] = []
@@ -403,11 +410,12 @@ class _Letters:
         if self.file is not None:
             self.file.write(letters)
 
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
 
 def _dead_letter_sink(dlq: Path | None, statements: list[Statement]) -> _Letters:
-    from flowsql.connectors.dlq import JsonlDeadLetters
-    from flowsql.connectors.paths import check_sink_path
-
     path = dlq or next(
         (Path(p) for s in statements if (p := options.get(s.properties, options.DLQ_PATH))),
         None,
@@ -443,10 +451,10 @@ def _check_files(
 ) -> None:
     written = _written_files(jobs, kafka_jobs, letters, output, dlq)
     read = [("the SQL file", sql_file)] + [
-        (f"input '{name}'", Path(source.path))
+        (f"input '{name}'", source.path)
         for job in jobs
         for name, source in job.sources.items()
-        if _is_file_source(source)
+        if isinstance(source, FileSource)
     ]
     problems = [_output_problem(label, path) for label, path in written]
     for i, (label, path) in enumerate(written):
@@ -471,9 +479,6 @@ def _written_files(
     dlq: Path | None,
 ) -> list[tuple[str, Path]]:
     """(what, path) of every file a run writes: file sinks and the dead-letter file."""
-    from flowsql.connectors.files import FileSink
-    from flowsql.connectors.registry import sink_stream
-
     sinks = [(job.statement, job.sink) for job in jobs]
     sinks += [(kafka.statement, kafka.sink) for kafka in kafka_jobs]
     written = []
@@ -482,16 +487,9 @@ def _written_files(
             is_output = output is not None and Path(output) == sink.path
             label = "--output" if is_output else f"'{sink_stream(statement)}.path'"
             written.append((label, sink.path))
-    path = getattr(letters.file, "path", None)
-    if path is not None:
-        written.append(("--dlq" if dlq is not None else "'dlq.path'", Path(path)))
+    if letters.file is not None:
+        written.append(("--dlq" if dlq is not None else "'dlq.path'", letters.file.path))
     return written
-
-
-def _is_file_source(source: object) -> bool:
-    from flowsql.connectors.files import FileSource
-
-    return isinstance(source, FileSource)
 
 
 def _output_problem(label: str, path: Path) -> str | None:
@@ -527,7 +525,7 @@ class _Signalled(BaseException):
 
 @contextmanager
 def _cleanup_on_signals(
-    jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: DeadLetterSink
+    jobs: list[_Job], kafka_jobs: list[KafkaJob], letters: _Letters
 ) -> Iterator[None]:
     """SIGINT/SIGTERM stop the run: sinks discard their temporary files, workers
     stop, and the command exits 130/143 (Kafka jobs stop cleanly instead: see
@@ -547,20 +545,14 @@ def _cleanup_on_signals(
         yield
     except _Signalled as stop:
         _abort_all(jobs, kafka_jobs)
-        _close_letters(letters)
+        letters.close()
         fail(f"interrupted by {stop}; unfinished output removed", code=128 + stop.signum)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _close_letters(letters: DeadLetterSink) -> None:
-    file = getattr(letters, "file", None)
-    if file is not None:
-        file.close()
-
-
-def _echo_letters(letters: Any, dlq: Path | None) -> None:
+def _echo_letters(letters: _Letters, dlq: Path | None) -> None:
     if letters.file is not None or not letters.count:
         return
     for letter in letters.sample:
@@ -603,20 +595,6 @@ def demo(
     partitions: Annotated[int | None, typer.Option("--partitions", min=1)] = None,
 ) -> None:
     """Aggregate generated trades per symbol and second, with a progress bar."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from flowsql.connectors.generator import make_generator
-    from flowsql.connectors.memory import MemorySink
-    from flowsql.connectors.stdout import TableSink
-    from flowsql.runtime.runner import run_job
-    from flowsql.sql import parse_one
-
     console = Console(highlight=False)
     statement = parse_one(DEMO_SQL)
     console.print(f"[bold]flowsql demo[/bold]: {records:,} generated trades, 100 symbols\n")
@@ -652,23 +630,23 @@ def demo(
 
 def explain(
     file: Annotated[Path, typer.Argument(help="SQL file.")],
+    event_time: Annotated[
+        str | None,
+        typer.Option("--event-time", help="Event-time column, as given to 'flowsql run'."),
+    ] = None,
 ) -> None:
-    """Print each statement's plan, event time, routing key and partitioning."""
-    from flowsql.plan.explain import explain as explain_statement
-
+    """Print each statement's plan, event time and watermark, routing key and partitioning."""
     statements = _parse(_read_sql(file))
     for i, statement in enumerate(statements):
         if i:
             typer.echo("")
-        typer.echo(explain_statement(statement))
+        typer.echo(explain_statement(statement, event_time))
 
 
 def validate(
     file: Annotated[Path, typer.Argument(help="SQL file.")],
 ) -> None:
     """List every error in a SQL file with line and column; exit 1 if any."""
-    from flowsql.sql import validate as validate_text
-
     text = _read_sql(file)
     errors = validate_text(text)
     for err in errors:

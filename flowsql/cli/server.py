@@ -16,13 +16,16 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from flowsql.cli.errors import fail
 from flowsql.errors import ConfigError
-from flowsql.server.config import CLIENT_HEADER, TOKEN_ENV
+from flowsql.redaction import install_log_redaction
+from flowsql.server.api import serve
+from flowsql.server.config import CLIENT_HEADER, TOKEN_ENV, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "FLOWSQL_SERVER_URL"
@@ -66,10 +69,6 @@ def server(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the job server (REST API) until interrupted."""
-    from flowsql.redaction import install_log_redaction
-    from flowsql.server.api import serve
-    from flowsql.server.config import load_settings
-
     path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     overrides = _overrides(host, port, processor, partitions)
     logging.basicConfig(
@@ -192,8 +191,6 @@ def switch(
 
 def _request(method: str, url: str, path: str, **kwargs: Any) -> Any:
     """Send one request; exit with the server's error message when it refuses."""
-    import httpx
-
     headers = {CLIENT_HEADER: "1", **kwargs.pop("headers", {})}
     token = os.environ.get(TOKEN_ENV)
     if token:

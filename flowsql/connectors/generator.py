@@ -29,12 +29,14 @@ import numpy as np
 import pyarrow as pa
 
 from flowsql.errors import ConfigError
+from flowsql.plan import options
+from flowsql.plan.options import Option
 from flowsql.records import TIMESTAMP
 
 log = logging.getLogger(__name__)
 
-#: 2024-01-01T00:00:00Z in epoch ms.
-DEFAULT_START_MS = 1_704_067_200_000
+#: Rows per batch when neither the caller nor WITH says.
+DEFAULT_BATCH_SIZE = 10_000
 #: Rows drawn per block. Fixed, so the data does not depend on the batch size.
 BLOCK = 100_000
 #: Price/temperature levels per key; values are looked up, not computed, per row.
@@ -45,7 +47,8 @@ Columns = dict[str, pa.Array]
 
 @dataclass(frozen=True)
 class GeneratorOptions:
-    """What to generate.
+    """What to generate (:func:`make_generator` fills it from the generator's keys,
+    declared with their defaults in :mod:`flowsql.plan.options`).
 
     Args:
         records: number of records; None = unbounded.
@@ -57,12 +60,12 @@ class GeneratorOptions:
         start_ms: event time of the first record (epoch ms).
     """
 
-    records: int | None = 1_000_000
-    symbols: int | None = None
-    rate: float = 100_000.0
-    seed: int = 42
-    batch_size: int = 10_000
-    start_ms: int = DEFAULT_START_MS
+    records: int | None
+    symbols: int | None
+    rate: float
+    seed: int
+    batch_size: int
+    start_ms: int
 
     def __post_init__(self) -> None:
         if self.records is not None and self.records < 0:
@@ -335,7 +338,20 @@ def _take(
     return pa.concat_batches(parts), pending, sum(b.num_rows for b in pending)
 
 
-_INT_OPTIONS = ("records", "symbols", "seed", "batch_size", "start_ms")
+#: The generator's keys (its ``WITH`` keys without ``'<stream>.'``, declared in
+#: :mod:`flowsql.plan.options`) and the :class:`GeneratorOptions` field each sets;
+#: ``kind`` is :func:`make_generator`'s first argument.
+FIELDS: dict[Option, str] = {
+    options.GENERATOR_RECORDS: "records",
+    options.GENERATOR_SYMBOLS: "symbols",
+    options.GENERATOR_RATE: "rate",
+    options.GENERATOR_SEED: "seed",
+    options.GENERATOR_BATCH: "batch_size",
+    options.GENERATOR_START: "start_ms",
+    options.GENERATOR_START_MS: "start_ms",
+}
+_BY_SPELLING = {spelling: option for option in FIELDS for spelling in option.spellings}
+_UNBOUNDED = ("unbounded", "none", "inf")
 
 
 def make_generator(kind: str = "trades", *, name: str = "", **opts: Any) -> GeneratorSource:
@@ -344,53 +360,60 @@ def make_generator(kind: str = "trades", *, name: str = "", **opts: Any) -> Gene
     Args:
         kind: trades | orders | market_data | readings.
         name: the input name it feeds (default: the kind).
-        **opts: ``records`` (int; None or "unbounded" = no end), ``symbols`` (alias ``keys``, ``stations``, ``customers``),
-            ``rate``, ``seed``, ``batch_size``, ``start_ms`` (or ``start`` as
-            ISO-8601 / epoch ms).
+        **opts: the generator's keys (:data:`FIELDS`; aliases such as ``keys``
+            and ``batch.size`` too): ``records`` (None or "unbounded" = no end),
+            ``symbols``, ``rate``, ``seed``, ``batch_size``, ``start`` (ISO-8601
+            or epoch ms) or ``start_ms``. A key not given takes its declared
+            default; ``batch_size`` defaults to :data:`DEFAULT_BATCH_SIZE`.
+
+    Raises:
+        ConfigError: an unknown key, or a value that is not allowed, named
+            ``'<name>.<key>'`` as given.
     """
-    known = set(GeneratorOptions.__dataclass_fields__)
     values: dict[str, Any] = {}
     for key, value in opts.items():
-        key = _ALIASES.get(key, key)
-        if key == "start":
-            key, value = "start_ms", _parse_start(value)
-        if key not in known:
-            raise ConfigError(f"generator option '{key}'", value, sorted(known))
-        values[key] = _coerce(key, value)
+        option = _BY_SPELLING.get(key)
+        if option is None:
+            known = sorted(o.name for o in FIELDS)
+            raise ConfigError(f"generator option '{key}'", value, known)
+        values[FIELDS[option]] = _value(option, value, f"{name or kind}.{key}")
+    for option, field in FIELDS.items():
+        if field not in values and option.default is not None:
+            values[field] = _value(option, option.default, option.name)
+    values.setdefault("symbols", None)
+    values.setdefault("batch_size", DEFAULT_BATCH_SIZE)
     return GeneratorSource(kind, GeneratorOptions(**values), name=name)
 
 
-_ALIASES = {
-    "keys": "symbols",
-    "stations": "symbols",
-    "customers": "symbols",
-    "batch.size": "batch_size",
-}
-
-
-def _coerce(key: str, value: Any) -> Any:
+def _value(option: Option, value: Any, key: str) -> Any:
+    """The typed value of one generator key (None stays None)."""
     if value is None:
         return None
+    if option is options.GENERATOR_START:
+        return _parse_start(value, key)
+    text = str(value).strip().replace("_", "")
+    if option.kind == "int":
+        return option.parse(text, key)
     try:
-        if key in _INT_OPTIONS:
-            if key == "records" and str(value).lower() in ("unbounded", "none", "inf"):
-                return None
-            return int(str(value).replace("_", ""))
-        if key == "rate":
-            return float(str(value).replace("_", ""))
+        if option is options.GENERATOR_RECORDS:
+            return None if text.lower() in _UNBOUNDED else int(text)
+        return float(text)  # rate
     except ValueError:
-        raise ConfigError(f"generator option '{key}'", value, "a number") from None
-    return value
+        raise ConfigError(key, value, "a number") from None
 
 
-def _parse_start(value: Any) -> int:
+def _parse_start(value: Any, key: str) -> int:
     text = str(value).strip()
     if text.lstrip("-").isdigit():
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError("generator option 'start'", value, "epoch ms or ISO-8601") from None
+        raise ConfigError(key, value, "epoch ms or ISO-8601") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+#: 2024-01-01T00:00:00Z in epoch ms: the declared default of ``start``.
+DEFAULT_START_MS = _parse_start(options.GENERATOR_START.default, options.GENERATOR_START.name)

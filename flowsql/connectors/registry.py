@@ -1,6 +1,7 @@
 """Sources and sinks of a statement, from the CLI and from SQL ``WITH``.
 
-Keys follow the reference engine, prefixed by the stream name::
+Keys follow the reference engine, prefixed by the stream name, and are declared
+with their defaults in :mod:`flowsql.plan.options` (docs/configuration.md)::
 
     'trades.type' = 'file_source', 'trades.path' = 'trades.jsonl',
     'trades.format' = 'jsonl'              -- jsonl | json | csv | parquet
@@ -25,36 +26,31 @@ from typing import Any
 
 from rich.console import Console
 
+from flowsql.connectors import generator
 from flowsql.connectors.base import Sink, Source
 from flowsql.connectors.files import format_of, open_sink, open_source
-from flowsql.connectors.generator import KINDS, make_generator
+from flowsql.connectors.kafka.client import (
+    kafka_sink_from_properties,
+    kafka_source_from_properties,
+    output_key_columns,
+)
 from flowsql.connectors.paths import Roots
 from flowsql.connectors.stdout import StdoutJsonlSink, TableSink
 from flowsql.errors import ConfigError, ConnectorError
+from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
 
 log = logging.getLogger(__name__)
 
-SOURCE_TYPES = ("file_source", "generator", "kafka_source")
-SINK_TYPES = ("file_sink", "kafka_sink", "stdout")
-
-#: Per-stream keys that configure the engine rather than the connector.
-_ENGINE_KEYS = ("type", "event.time.field", "event.time.format", "watermark.")
-_GENERATOR_KEYS = {
-    "kind": "kind",
-    "records": "records",
-    "symbols": "symbols",
-    "keys": "symbols",
-    "stations": "symbols",
-    "customers": "symbols",
-    "rate": "rate",
-    "seed": "seed",
-    "batch_size": "batch_size",
-    "batch.size": "batch_size",
-    "start": "start",
-    "start_ms": "start_ms",
-}
+#: Every spelling of the generator's keys, of the keys every stream takes (its type
+#: and event-time column), and of the job keys (a source named ``dlq`` has
+#: ``'dlq.path'`` among its keys).
+_GENERATOR_KEYS = frozenset(s for o in options.CONNECTOR_OPTIONS["generator"] for s in o.spellings)
+_STREAM_KEYS = frozenset(
+    s for o in (options.STREAM_TYPE, options.STREAM_EVENT_TIME_FIELD) for s in o.spellings
+)
+_JOB_KEYS = frozenset(s for o in options.JOB_OPTIONS for s in o.spellings)
 
 
 def sources_for(
@@ -103,8 +99,8 @@ def _cli_source(
     base_dir: str | Path | None,
 ) -> Source:
     if spec == "generator" or spec.startswith("generator:"):
-        options = dict(_pairs(spec.partition(":")[2]))
-        return _generator(name, options, batch_size)
+        pairs = {f"{name}.{key}": value for key, value in _pairs(spec.partition(":")[2])}
+        return _generator(name, pairs, batch_size)
     path = _resolve(spec, base_dir)
     return open_source(path, name=name, dead_letters=dead_letters, batch_size=batch_size)
 
@@ -128,68 +124,70 @@ def _declared_source(
     roots: Roots = None,
 ) -> Source:
     props = statement.properties
-    kind = props.get(f"{name}.type") or ("file_source" if f"{name}.path" in props else None)
+    kind = _connector(props, name, options.SOURCE_TYPES)
+    if kind is None and options.find(props, options.FILE_PATH, name):
+        kind = "file_source"
     if kind is None:
         raise ConnectorError(
             f"no input for '{name}': pass --input {name}=PATH, or declare it in WITH"
             f" ('{name}.type'='file_source', '{name}.path'='...')"
         )
     if kind == "file_source":
-        path = props.get(f"{name}.path")
+        path = options.get(props, options.FILE_PATH, name)
         if not path:
             raise ConfigError(f"{name}.path", None, "the path of the input file")
-        options = _file_options(props, name)
         return open_source(
             _resolve(path, base_dir),
             name=name,
-            format=props.get(f"{name}.format"),
+            format=options.get(props, options.FILE_FORMAT, name),
             dead_letters=dead_letters,
             batch_size=batch_size,
             roots=roots,
-            **options,
+            **_file_options(props, name),
         )
     if kind == "generator":
-        return _generator(name, _prefixed(props, name), batch_size)
-    if kind == "kafka_source":
-        from flowsql.connectors.kafka.client import kafka_source_from_properties
-
-        return kafka_source_from_properties(name, props, dead_letters)
-    raise ConfigError(f"{name}.type", kind, SOURCE_TYPES)
+        return _generator(name, props, batch_size)
+    return kafka_source_from_properties(name, props, dead_letters)
 
 
-def _prefixed(props: Mapping[str, str], name: str) -> dict[str, str]:
-    """The ``'<name>.key'`` properties as ``key -> value``, engine keys left out."""
-    prefix = f"{name}."
-    out = {}
-    for key, value in props.items():
-        if key.startswith(prefix):
-            short = key[len(prefix) :]
-            if not short.startswith(_ENGINE_KEYS):
-                out[short] = value
-    return out
+def _connector(props: Mapping[str, str], stream: str, allowed: tuple[str, ...]) -> str | None:
+    """The declared ``'<stream>.type'`` (one of ``allowed``), or None when unset."""
+    found = options.find(props, options.STREAM_TYPE, stream)
+    if found is None or not found[1].strip():
+        return None
+    key, raw = found
+    kind = raw.strip().lower()
+    if kind not in allowed:
+        raise ConfigError(key, raw, allowed)
+    return kind
 
 
 def _file_options(props: Mapping[str, str], name: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    delimiter = props.get(f"{name}.delimiter")
-    if delimiter:
-        options["delimiter"] = "\t" if delimiter in ("\\t", "tab") else delimiter
-    return options
+    found = options.find(props, options.FILE_DELIMITER, name)
+    if found is None or not found[1]:
+        return {}  # the source's own default
+    delimiter = found[1]
+    return {"delimiter": "\t" if delimiter in ("\\t", "tab") else delimiter}
 
 
-def _generator(name: str, options: Mapping[str, str], batch_size: int) -> Source:
+def _generator(name: str, props: Mapping[str, str], batch_size: int) -> Source:
+    """A generator from the ``'<name>.<key>'`` pairs of ``props`` (other keys are
+    another stream's or the job's); a key the generator does not take is refused."""
+    prefix = f"{name}."
     kwargs: dict[str, Any] = {"batch_size": batch_size}
-    kind = name if name in KINDS else "trades"
-    for key, value in options.items():
-        if key in ("path", "format"):
+    for key, value in props.items():
+        short = key.removeprefix(prefix)
+        if short == key or short in _STREAM_KEYS or key in _JOB_KEYS:
             continue
-        if key not in _GENERATOR_KEYS:
-            raise ConfigError(f"{name}.{key}", value, sorted(set(_GENERATOR_KEYS)))
-        if _GENERATOR_KEYS[key] == "kind":
-            kind = value
-        else:
-            kwargs[_GENERATOR_KEYS[key]] = value
-    return make_generator(kind, name=name, **kwargs)
+        if short not in _GENERATOR_KEYS:
+            allowed = [o.name for o in options.CONNECTOR_OPTIONS["generator"]]
+            raise ConfigError(key, value, allowed)
+        if short not in options.GENERATOR_KIND.spellings:
+            kwargs[short] = value
+    kind = options.get(props, options.GENERATOR_KIND, name)
+    if kind is None:
+        kind = name if name in generator.KINDS else "trades"
+    return generator.make_generator(kind, name=name, **kwargs)
 
 
 def _resolve(path: str, base_dir: str | Path | None) -> Path:
@@ -220,40 +218,40 @@ def sink_for(
     """
     props = statement.properties
     stream = sink_stream(statement)
+    declared_format = options.get(props, options.FILE_FORMAT, stream)
     if output is not None:
         if str(output) == "-":
             return StdoutJsonlSink()
-        fmt = _output_format(output, props.get(f"{stream}.format"))
+        fmt = _output_format(output, declared_format)
         return open_sink(output, format=fmt, atomic=atomic, key="--output", roots=roots)
-    kind = props.get(f"{stream}.type")
+    kind = _connector(props, stream, options.SINK_TYPES)
     if kind is None or kind == "stdout":
         return TableSink(console, title=statement.name if statement.kind != "select" else "")
     if kind == "file_sink":
-        path = props.get(f"{stream}.path")
+        path = options.get(props, options.FILE_PATH, stream)
         if not path:
             raise ConfigError(f"{stream}.path", None, "the path of the output file")
         return open_sink(
             Path(path).expanduser(),
-            format=props.get(f"{stream}.format"),
+            format=declared_format,
             atomic=atomic,
             key=f"{stream}.path",
             roots=roots,
         )
-    if kind == "kafka_sink":
-        from flowsql.connectors.kafka.client import kafka_sink_from_properties, output_key_columns
-
-        return kafka_sink_from_properties(stream, props, output_key_columns(statement, stream))
-    raise ConfigError(f"{stream}.type", kind, SINK_TYPES)
+    return kafka_sink_from_properties(stream, props, output_key_columns(statement, stream))
 
 
 def sink_stream(statement: Statement) -> str:
     """The name the output's keys use: the created stream, or for a bare SELECT
     the one ``'<x>.type'`` that names a sink."""
     props = statement.properties
-    if f"{statement.name}.type" in props:
+    if options.find(props, options.STREAM_TYPE, statement.name):
         return statement.name
+    suffix = f".{options.STREAM_TYPE.name}"
     declared = [
-        k[: -len(".type")] for k, v in props.items() if k.endswith(".type") and v in SINK_TYPES
+        k.removesuffix(suffix)
+        for k, v in props.items()
+        if k.endswith(suffix) and v.strip().lower() in options.SINK_TYPES
     ]
     return declared[0] if len(declared) == 1 else statement.name
 

@@ -66,6 +66,7 @@ import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError
 from flowsql.exec.aggregators import Aggregator, Grouping, make_aggregator
+from flowsql.exec.expressions import compile_expr
 from flowsql.exec.groupkeys import GroupKeys, grow
 from flowsql.exec.operator import KeyRouter, OperatorContext
 from flowsql.exec.state import key_columns, merge_values, split_table
@@ -123,8 +124,6 @@ def evaluator(expr: Expr) -> Evaluator:
             return batch.column(idx)
 
         return column
-    from flowsql.exec.expressions import compile_expr
-
     return compile_expr(expr)
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from functools import singledispatch
 
 from flowsql.errors import UnsupportedError
+from flowsql.exec.aggregate import AggregateOp
+from flowsql.exec.basic import FilterOp, ProjectOp
 from flowsql.exec.operator import Operator, OperatorContext
+from flowsql.exec.relational import DistinctOp, LimitOp, SortOp
+from flowsql.exec.rows import RowsWindowOp
 from flowsql.plan import nodes as n
 
 
@@ -17,50 +21,36 @@ def build_operator(node: n.Node, ctx: OperatorContext) -> Operator:
 
 @build_operator.register
 def _filter(node: n.Filter, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.basic import FilterOp
-
     return FilterOp(node, ctx)
 
 
 @build_operator.register
 def _project(node: n.Project, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.basic import ProjectOp
-
     return ProjectOp(node, ctx)
 
 
 @build_operator.register
 def _aggregate(node: n.Aggregate, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.aggregate import AggregateOp
-
     return AggregateOp(node, ctx)
 
 
 @build_operator.register
 def _rows(node: n.RowsWindow, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.rows import RowsWindowOp
-
     return RowsWindowOp(node, ctx)
 
 
 @build_operator.register
 def _distinct(node: n.Distinct, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.relational import DistinctOp
-
     return DistinctOp(node, ctx)
 
 
 @build_operator.register
 def _limit(node: n.Limit, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.relational import LimitOp
-
     return LimitOp(node, ctx)
 
 
 @build_operator.register
 def _sort(node: n.Sort, ctx: OperatorContext) -> Operator:
-    from flowsql.exec.relational import SortOp
-
     return SortOp(node, ctx)
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from flowsql.errors import PlanError
+from flowsql.exec.expressions import compile_expr
 from flowsql.exec.groupkeys import GroupKeys
 from flowsql.exec.operator import KeyRouter, OperatorContext
 from flowsql.exec.rowkernels import plain
@@ -187,8 +188,6 @@ class SortOp:
     name = "sort"
 
     def __init__(self, node: Sort, ctx: OperatorContext) -> None:
-        from flowsql.exec.expressions import compile_expr
-
         self.node = node
         self.ctx = ctx
         self.keys = [(compile_expr(e), asc, nulls_first) for e, asc, nulls_first in node.keys]

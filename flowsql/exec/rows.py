@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError, PlanError, UnsupportedError
 from flowsql.exec import rows_state
+from flowsql.exec.expressions import compile_expr
 from flowsql.exec.groupkeys import GroupKeys, grow
 from flowsql.exec.operator import KeyRouter, OperatorContext
 from flowsql.exec.rowkernels import (
@@ -64,8 +65,6 @@ _INT64 = pa.int64()
 
 def compile_expression(expr: Expr) -> Evaluator:
     """Compile a plan expression (the expression compiler is imported lazily)."""
-    from flowsql.exec.expressions import compile_expr
-
     return compile_expr(expr)
 
 

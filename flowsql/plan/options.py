@@ -263,24 +263,37 @@ FILE_FORMAT = Option(
 FILE_DELIMITER = Option("delimiter", "string", ",", "CSV field separator ('tab' or '\\t' = tab)")
 
 GENERATOR_KIND = Option(
-    "kind", "string", None, "trades, orders, market_data or readings (default: the stream name)"
+    "kind",
+    "enum",
+    None,
+    "what to generate (default: the stream name when it is a kind, else trades)",
+    allowed=("trades", "orders", "market_data", "readings"),
 )
 GENERATOR_RECORDS = Option(
-    "records", "string", None, "records to produce ('unbounded' or unset = no end)"
+    "records", "string", "1000000", "records to produce; 'unbounded' = no end"
 )
 GENERATOR_SYMBOLS = Option(
     "symbols",
     "int",
     None,
-    "distinct keys",
+    "distinct keys (default by kind: 100 symbols, 10000 customers, 413 stations)",
     aliases=("keys", "stations", "customers"),
+    minimum=1,
+    maximum=(1 << 31) - 1,
 )
-GENERATOR_RATE = Option("rate", "string", None, "event-time events per second")
-GENERATOR_SEED = Option("seed", "int", None, "random seed")
+GENERATOR_RATE = Option("rate", "string", "100000", "event-time events per second (> 0)")
+GENERATOR_SEED = Option("seed", "int", "42", "random seed")
 GENERATOR_BATCH = Option(
-    "batch_size", "int", None, "rows per batch", aliases=("batch.size",), minimum=1
+    "batch_size",
+    "int",
+    None,
+    "rows per batch (default: the run's batch size)",
+    aliases=("batch.size",),
+    minimum=1,
 )
-GENERATOR_START = Option("start", "string", None, "first event time: ISO-8601 or epoch ms")
+GENERATOR_START = Option(
+    "start", "string", "2024-01-01T00:00:00Z", "first event time: ISO-8601 or epoch ms"
+)
 GENERATOR_START_MS = Option("start_ms", "int", None, "first event time in epoch ms")
 
 KAFKA_TOPIC = Option("topic", "string", None, "the topic (default: the stream name)")
@@ -310,6 +323,12 @@ KAFKA_KEY_COLUMNS = Option(
     "key.columns", "columns", None, "source: the columns the message key holds"
 )
 KAFKA_PARTITIONS = Option("partitions", "string", None, "source: only these partitions, e.g. '0,2'")
+KAFKA_IDLE_TIMEOUT = Option(
+    "idle.timeout",
+    "duration",
+    "10s",
+    "source: a partition silent this long stops holding the watermark back",
+)
 KAFKA_MAX_RATE = Option(
     "max.rate", "string", "0", "source: records per second at most; 0 = no limit"
 )
@@ -322,7 +341,9 @@ AVRO_SCHEMA_FILE = Option(
 AVRO_CONFLUENT = Option(
     "avro.confluent", "bool", "false", "Confluent wire format (magic byte and schema id)"
 )
-PROTO_FILE = Option("proto.file", "path", None, ".proto file (protobuf format)")
+PROTO_FILE = Option(
+    "proto.file", "path", None, ".proto file (protobuf format)", aliases=("schema.file",)
+)
 PROTO_MESSAGE = Option("proto.message", "string", None, "message name in the .proto file")
 
 #: Under ``'<stream>.properties.'``: passed to the Kafka client, which checks it.
@@ -357,6 +378,7 @@ CONNECTOR_OPTIONS: dict[str, tuple[Option, ...]] = {
         KAFKA_KEY_COLUMNS,
         KAFKA_PARTITIONS,
         KAFKA_MAX_RATE,
+        KAFKA_IDLE_TIMEOUT,
     ),
     "kafka_sink": (*_COMMON, *_KAFKA, KAFKA_KEY),
     "stdout": _COMMON,

@@ -63,6 +63,7 @@ from flowsql.exec.watermarks import SNAPSHOT_KEY, PartitionClock, partition_ids
 from flowsql.exec.windows import NO_TIME
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import reads_column, split_plan
+from flowsql.plan.routing import routing
 from flowsql.records import OFFSET, TIMESTAMP, DeadLetterSink, ListDeadLetters
 from flowsql.runtime.ordering import output_order
 from flowsql.runtime.router import HashRouter
@@ -516,6 +517,4 @@ class PartitionedJobCoordinator:
 
 
 def _routing(statement: n.Statement) -> Any:
-    from flowsql.plan.routing import routing
-
     return routing(statement)

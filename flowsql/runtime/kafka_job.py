@@ -88,6 +88,8 @@ log = logging.getLogger(__name__)
 
 #: Header marking "input partition N has ended" on the repartition topic (bounded jobs).
 EOS_HEADER = "flowsql.eos"
+#: Header marking "input partition N sent nothing for the idle timeout" (unbounded jobs).
+IDLE_HEADER = "flowsql.idle"
 
 
 # -- the job -------------------------------------------------------------------
@@ -179,6 +181,8 @@ class KafkaJob:
         self._late_carried = 0  # late records of processors closed since
         self._failed = False
         self._last_commit = time.monotonic()
+        self._last_data: dict[int, float] = {}  # source partition -> when it last sent
+        self._idle: set[int] = set()  # source partitions announced idle
 
     # -- setup ---------------------------------------------------------------
 
@@ -377,6 +381,8 @@ class KafkaJob:
             self.stats.active_s += time.monotonic() - started
         else:
             self._drain([t for t in self.tasks.values() if t.dirty])
+        if self.spec.repartition and not spec.bounded:
+            self._announce_idle(started)
         if spec.bounded:
             self._track_bounded(mb, events)
             if self.tasks and all(t.finished for t in self.tasks.values()):
@@ -391,6 +397,8 @@ class KafkaJob:
         """Late records and the event-time maximum, from every task's processor."""
         late = self._late_carried
         high = self.stats.max_event_time
+        marks: dict[int, int | None] = {}
+        lows: list[int] = []
         for task in self.tasks.values():
             if task.processor is None:
                 continue
@@ -399,8 +407,14 @@ class KafkaJob:
             seen = metrics.max_event_time
             if seen is not None and (high is None or seen > high):
                 high = seen
+            for part, mark in metrics.partition_watermarks.items():
+                marks[part] = _later(marks.get(part), mark)
+            if metrics.watermark is not None:
+                lows.append(metrics.watermark)
         self.stats.late_records = late
         self.stats.max_event_time = high
+        self.stats.partition_watermarks = marks
+        self.stats.watermark = min(lows, default=self.stats.watermark)
 
     def _check_processors(self) -> None:
         """Fail now if a V2 processor broke meanwhile (a worker died or stalled), on
@@ -446,6 +460,10 @@ class KafkaJob:
             else:
                 self._from_repartition(task, [mb.msgs[i] for i in idx.tolist()])
         if from_source:
+            now = time.monotonic()
+            for task, _ in from_source:
+                self._last_data[task.partition] = now
+                self._idle.discard(task.partition)
             self._from_source(mb, from_source)
 
     def _from_source(self, mb: MessageBatch, groups: list[tuple[Task, np.ndarray]]) -> None:
@@ -485,7 +503,12 @@ class KafkaJob:
         for m in msgs:
             headers = dict(m.headers() or ())
             if EOS_HEADER in headers:
-                task.ended_inputs.add(int(headers[EOS_HEADER]))
+                ended = int(headers[EOS_HEADER])
+                task.ended_inputs.add(ended)
+                self.outputs.emit(task.processor.end_partition(ended))
+                continue
+            if IDLE_HEADER in headers:
+                self.outputs.emit(task.processor.idle_partition(int(headers[IDLE_HEADER])))
                 continue
             batch = from_ipc(m.value())
             self.stats.records_repartitioned += batch.num_rows  # counted in when read
@@ -500,13 +523,45 @@ class KafkaJob:
             self.checkpointer.begin()
             self.outputs.emit(task.processor.flush())
         elif self.spec.repartition:
-            self.checkpointer.begin()
-            eos = [(EOS_HEADER, str(task.partition).encode())]
-            for target in range(len(self.source_partitions)):
-                produce_all(
-                    self.producer, self.spec.repartition_topic, [b""], partition=target, headers=eos
-                )
+            self._broadcast(EOS_HEADER, task.partition)
         task.finished = task.dirty = True
+
+    def _broadcast(self, header: str, source_partition: int) -> None:
+        """A marker about a source partition to every repartition-topic partition,
+        behind the rows already routed from it."""
+        self.checkpointer.begin()
+        marker = [(header, str(source_partition).encode())]
+        for target in range(len(self.source_partitions)):
+            produce_all(
+                self.producer, self.spec.repartition_topic, [b""], partition=target, headers=marker
+            )
+
+    def _announce_idle(self, now: float) -> None:
+        """Tell the repartition readers about source partitions this process reads
+        that sent nothing for ``'<src>.idle.timeout'``, so they stop holding the
+        watermark back; a partition rejoins with its next record."""
+        limit = self.spec.idle_timeout_ms / 1000
+        topic = self.spec.source.topic
+        for (t, part), task in self.tasks.items():
+            if t != topic or part in self._idle or task.finished:
+                continue
+            if now - self._last_data.setdefault(part, now) < limit:
+                continue
+            if not self._caught_up(topic, part, task):
+                self._last_data[part] = now  # unread messages: slow, not idle
+                continue
+            log.info("job %s: source partition %d idle", self.spec.job, part)
+            self._idle.add(part)
+            self._broadcast(IDLE_HEADER, part)
+
+    def _caught_up(self, topic: str, part: int, task: Task) -> bool:
+        """True when this process has read everything the partition holds, as
+        far as the last fetch told (no broker round trip)."""
+        tp = ck.TopicPartition(topic, part)
+        low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            return False  # not fetched yet
+        return (task.position if task.position is not None else low) >= high
 
     def _track_bounded(self, mb: MessageBatch, events: list[Any]) -> None:
         """Finish source partitions that reached the end offset they had at start."""
@@ -567,6 +622,10 @@ class KafkaJob:
         task = Task(topic, part, processor, position=kafka_offset)
         if self.checkpointer.restore(task, kafka_offset):
             self.stats.restored_partitions += 1
+        if self.spec.repartition:
+            # rows of every source partition meet here: each one holds the
+            # watermark back until it sends, ends or goes idle
+            processor.expect_partitions(self.source_partitions)
         return task
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -602,6 +661,10 @@ class KafkaJob:
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _label(processor: JobProcessor) -> tuple[str, str, int]:

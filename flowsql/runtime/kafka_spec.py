@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flowsql.connectors.kafka.client import TopicSpec
 from flowsql.errors import ConfigError
@@ -46,6 +46,7 @@ class KafkaJobSpec:
     static_partitions: tuple[int, ...] = ()
     restart_attempts: int = 0  # on the job server: restarts from the last checkpoint
     restart_backoff_ms: int = 1_000
+    idle_timeout_ms: int = 10_000
 
     @property
     def exactly_once(self) -> bool:
@@ -85,6 +86,7 @@ class KafkaJobSpec:
             instance=_instance(props, name),
             restart_attempts=options.get(props, options.RESTART_ATTEMPTS),
             restart_backoff_ms=options.get(props, options.RESTART_BACKOFF),
+            idle_timeout_ms=options.get(props, options.KAFKA_IDLE_TIMEOUT, name),
         )
 
 
@@ -165,6 +167,11 @@ class JobStats(Counters):
     #: rows read back from the repartition topic (``records_in`` counts each
     #: input record once, when it is decoded from the source topic)
     records_repartitioned: int = 0
+    #: per source partition: its watermark (max event time - lateness; None:
+    #: nothing seen yet), over every task that saw its rows
+    partition_watermarks: dict[int, int | None] = field(default_factory=dict)
+    #: the lowest watermark over the tasks (the one holding results back)
+    watermark: int | None = None
     max_event_time: int | None = None
 
 

@@ -19,6 +19,7 @@ Several key columns combine their hashes in order. The partition of a row is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -196,8 +197,6 @@ def _hash_floats(values: np.ndarray) -> np.ndarray:
 
 def _hash_other(arr: pa.Array) -> np.ndarray:
     """Lists, structs, ...: hash their canonical text (rare as routing keys)."""
-    import json
-
     text = pa.array(
         [
             None if v is None else json.dumps(v, sort_keys=True, default=str)

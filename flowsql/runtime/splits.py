@@ -41,6 +41,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowsql.connectors.files import JsonlSource
+from flowsql.connectors.jsonl import JsonlDecoder
 from flowsql.connectors.paths import Roots, open_readable
 from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
@@ -112,8 +114,6 @@ class JsonlSplit:
     roots: Roots = None
 
     def read(self) -> SplitData:
-        from flowsql.connectors.jsonl import JsonlDecoder
-
         data = self._bytes()
         decoder = JsonlDecoder(self.schema, source=self.source, path=self.path)
         decoded = decoder.decode(data, 1)
@@ -145,8 +145,6 @@ def jsonl_splits(
 
     With ``roots`` every open, here and in the workers reading the splits, is
     checked against them (:mod:`flowsql.connectors.paths`)."""
-    from flowsql.connectors.files import JsonlSource
-
     path = Path(path)
     with open_readable(path, roots) as f:
         if f.read(4096).lstrip().startswith(b"["):
@@ -510,8 +508,6 @@ def source_splits(source: Any, *, batch_size: int | None = None) -> list[JsonlSp
     micro-batches are the source's (``batch_size``: the run's largest batch).
     ``run_job`` uses this to choose ``run_splits``.
     """
-    from flowsql.connectors.files import JsonlSource
-
     if not isinstance(source, JsonlSource):
         return None
     sizes = (source.batch_size, batch_size or source.batch_size)

@@ -63,6 +63,7 @@ from flowsql.errors import ExecutionError
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetter, ListDeadLetters
+from flowsql.runtime.splits import run_split
 
 log = logging.getLogger(__name__)
 
@@ -826,8 +827,6 @@ class EngineHandler:
         return out, self._reply(value)
 
     def _split(self, task: Any) -> tuple[list[pa.RecordBatch], Reply]:
-        from flowsql.runtime.splits import run_split
-
         out, (metrics, letters, result) = run_split(task, self.job)
         return out, Reply(metrics.late_records, letters, False, metrics.max_event_time, result)
 

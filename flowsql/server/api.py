@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -452,8 +453,6 @@ def serve(settings: ServerSettings, *, token: str | None = None, log_level: str 
     Raises:
         ConfigError: a non-loopback host without a token.
     """
-    import uvicorn
-
     check_binding(settings, token)
     server = StreamJobServer(settings)
     app = create_app(server, token=token)

@@ -112,6 +112,13 @@ class JobStatus:
     #: Kafka jobs only: group id, topic, guarantee, the partitions this process
     #: owns ("topic:partition"), checkpoints, rebalances, restored partitions.
     kafka: dict[str, Any] | None = None
+    #: Per input partition (``_partition``; a Kafka job: per source partition):
+    #: its watermark in epoch ms (None: nothing seen yet); empty for one partition.
+    partition_watermarks: dict[str, int | None] = field(default_factory=dict)
+    #: The input partition holding the watermark back, and how far its watermark
+    #: is behind the most advanced partition's (ms).
+    slowest_partition: int | None = None
+    slowest_partition_lag_ms: int | None = None
     #: With ``server.checkpoint_dir``: the savepoint this run started from
     #: (``restored: true``, its id, time, records_in, source position) or why none.
     restored: dict[str, Any] | None = None
@@ -184,7 +191,8 @@ class JobThread:
         state: JobState,
         label: tuple[str, str, int],
         counters: Counters,
-        max_event_time: int | None,
+        watermark: int | None,
+        partition_watermarks: dict[int, int | None],
         last_error: str | None,
         pause_requested: bool,
         **kind_fields: Any,
@@ -193,7 +201,7 @@ class JobThread:
         are the rest (late and dead-lettered counts, failures, Kafka details)."""
         st = self.statement
         name, version, partitions = label
-        watermark = None if max_event_time is None else max_event_time - self._lateness_ms
+        slowest, lag = slowest_partition(partition_watermarks)
         return JobStatus(
             name=self.name,
             kind=st.kind,
@@ -214,6 +222,9 @@ class JobThread:
             sql=self.redactor.sql(st.sql),
             pause_requested=pause_requested and state is JobState.RUNNING,
             switches=list(self._switches),
+            partition_watermarks={str(q): m for q, m in sorted(partition_watermarks.items())},
+            slowest_partition=slowest,
+            slowest_partition_lag_ms=lag,
             **kind_fields,
         )
 
@@ -382,7 +393,8 @@ class Job(JobThread):
             state=self._state,
             label=self._processor_label,
             counters=c,
-            max_event_time=c.max_event_time,
+            watermark=self._watermark(),
+            partition_watermarks=self.processor.metrics.partition_watermarks,
             last_error=self._last_error or self._failures.last_error,
             pause_requested=self.boundary.pause_requested,
             records_per_second=rate(c.records_in - c.restored_in, c.active_s),
@@ -393,6 +405,16 @@ class Job(JobThread):
             failure_strategy=self.policy.strategy.value,
             restored=None if self._restored is None else dict(self._restored),
         )
+
+    def _watermark(self) -> int | None:
+        """The processor's watermark (minimum over input partitions), else the
+        largest event time seen minus the allowed lateness (a restored job
+        before its first batch)."""
+        mark = self.processor.metrics.watermark
+        high = self._counters.max_event_time
+        if mark is None and high is not None:
+            return high - self._lateness_ms
+        return mark
 
     # -- the job thread ---------------------------------------------------------------
 
@@ -579,6 +601,17 @@ def _describe(exc: BaseException, processor: JobProcessor) -> str:
 def rate(records: int, seconds: float) -> float:
     """Records per second of active time, rounded for status."""
     return round(records / seconds, 1) if seconds > 0 else 0.0
+
+
+def slowest_partition(marks: dict[int, int | None]) -> tuple[int | None, int | None]:
+    """The partition with the lowest watermark (one with none first) and its
+    lag behind the highest, in ms; (None, None) for fewer than two partitions."""
+    if len(marks) < 2:
+        return None, None
+    slowest = min(marks, key=lambda q: (marks[q] is not None, marks[q] or 0, q))
+    seen = [m for m in marks.values() if m is not None]
+    low = marks[slowest]
+    return slowest, None if low is None or not seen else max(seen) - low
 
 
 def error_headline(error: str | None) -> str | None:

@@ -3,6 +3,8 @@
 Each app gets its own ``CollectorRegistry`` (nothing global), with one
 collector that turns every job's status into metric families:
 
+- ``flowsql_job_partition_watermark_ms{job,partition}`` and
+  ``flowsql_job_slowest_partition_lag_ms{job,partition}``: watermarks per input partition
 - ``flowsql_job_records_in_total`` / ``flowsql_job_records_out_total``
 - ``flowsql_job_late_records_total``, ``flowsql_job_dead_lettered_total``,
   ``flowsql_job_failed_batches_total``
@@ -99,12 +101,28 @@ def _gauges(statuses: list[JobStatus]) -> Iterator[Metric]:
     partitions = GaugeMetricFamily(
         "flowsql_job_partitions", "Partitions the job's processor runs.", labels=["job"]
     )
+    by_partition = GaugeMetricFamily(
+        "flowsql_job_partition_watermark_ms",
+        "Each input partition's watermark (epoch ms); the job's is the minimum.",
+        labels=["job", "partition"],
+    )
+    lag = GaugeMetricFamily(
+        "flowsql_job_slowest_partition_lag_ms",
+        "How far the slowest input partition's watermark is behind the most advanced one.",
+        labels=["job", "partition"],
+    )
     for status in statuses:
         rate.add_metric([status.name], status.records_per_second)
         if status.watermark_ms is not None:
             watermark.add_metric([status.name], status.watermark_ms)
         partitions.add_metric([status.name], status.num_partitions)
-    yield from (rate, watermark, partitions)
+        for part, mark in status.partition_watermarks.items():
+            if mark is not None:
+                by_partition.add_metric([status.name, part], mark)
+        if status.slowest_partition_lag_ms is not None:
+            slowest = str(status.slowest_partition)
+            lag.add_metric([status.name, slowest], status.slowest_partition_lag_ms)
+    yield from (rate, watermark, partitions, by_partition, lag)
 
 
 def _states(statuses: list[JobStatus]) -> Metric:

@@ -1,15 +1,21 @@
 """The package's structure holds: imports point down the layers of
-docs/architecture.md, and no module imports another module's private names."""
+docs/architecture.md, no module imports another module's private names, and no
+function imports a module except to break an optional dependency."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "flowsql"
+PYPROJECT = PACKAGE.parent / "pyproject.toml"
 
 #: docs/architecture.md "Layers": a package may import its own rank and below,
 #: except the packages that stand side by side on one rank.
@@ -84,6 +90,64 @@ def upward_imports(modules: dict[str, ast.Module]) -> list[str]:
     return upward
 
 
+def _normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _hard_dependencies() -> frozenset[str]:
+    """Top-level modules of pyproject's ``[project].dependencies``: always installed."""
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    names = {
+        _normalized(re.match(r"[A-Za-z0-9_.-]+", spec).group())  # type: ignore[union-attr]
+        for spec in project["dependencies"]
+    }
+    modules = {name.replace("-", "_") for name in names}  # where the module is not installed
+    modules |= {
+        module
+        for module, distributions in packages_distributions().items()
+        if any(_normalized(d) in names for d in distributions)
+    }
+    return frozenset(modules)
+
+
+#: Modules a function may not import: its own package, the standard library and
+#: the hard dependencies. Only an optional dependency (an extra) is imported where
+#: it is used, so that the rest works without it.
+ALWAYS_THERE = frozenset({"flowsql", *sys.stdlib_module_names, *_hard_dependencies()})
+
+
+def _function_imports(
+    node: ast.AST, function: str | None = None
+) -> Iterator[tuple[int, str, str, list[str]]]:
+    """(line, function, module, names) of every import inside a function (the innermost
+    one named); imports at module level, ``if TYPE_CHECKING:`` ones included, are left out."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from _function_imports(child, child.name)
+        elif function is not None and isinstance(child, ast.ImportFrom):
+            module = "." * child.level + (child.module or "")
+            yield child.lineno, function, module, [alias.name for alias in child.names]
+        elif function is not None and isinstance(child, ast.Import):
+            for alias in child.names:
+                yield child.lineno, function, alias.name, []
+        else:
+            yield from _function_imports(child, function)
+
+
+def local_imports(modules: dict[str, ast.Module]) -> list[str]:
+    """Every function-local import of a module that is always there (see
+    :data:`ALWAYS_THERE`; a relative import is of this package): such an import
+    belongs at the top of its module."""
+    found = []
+    for importer, tree in modules.items():
+        for line, function, module, names in _function_imports(tree):
+            top = "flowsql" if module.startswith(".") else module.partition(".")[0]
+            if top in ALWAYS_THERE:
+                what = f"{', '.join(names)} from {module}" if names else module
+                found.append(f"{importer}:{line} imports {what} inside {function}()")
+    return found
+
+
 MODULES = dict(_modules())
 
 
@@ -97,6 +161,11 @@ def test_no_private_name_is_imported_from_another_module() -> None:
 
 def test_imports_point_down_the_layers() -> None:
     assert upward_imports(MODULES) == []
+
+
+def test_functions_import_only_optional_dependencies() -> None:
+    found = local_imports(MODULES)
+    assert found == [], "imports to move to the top of their module:\n" + "\n".join(found)
 
 
 def _planted(importer: str, code: str) -> dict[str, ast.Module]:
@@ -127,3 +196,40 @@ def test_a_planted_private_import_is_reported(code: str) -> None:
 def test_a_planted_upward_import_is_reported(importer: str, code: str) -> None:
     found = set(upward_imports(_planted(importer, code))) - set(upward_imports(MODULES))
     assert len(found) == 1 and found.pop().startswith(importer)
+
+
+@pytest.mark.parametrize(
+    ("code", "what"),
+    [
+        ("def f():\n    from flowsql.sql import parse, bind\n", "parse, bind from flowsql.sql"),
+        ("def f():\n    import flowsql.sql\n", "flowsql.sql"),
+        ("def f():\n    from . import sql\n", "sql from ."),
+        ("def f():\n    import numpy as np\n", "numpy"),
+        ("def f():\n    import yaml\n", "yaml"),
+        ("def f():\n    from rich.progress import Progress\n", "Progress from rich.progress"),
+        ("def f():\n    import json\n", "json"),
+    ],
+)
+def test_a_planted_local_import_is_reported(code: str, what: str) -> None:
+    found = local_imports({"flowsql.cli.run": ast.parse(code)})
+    assert found == [f"flowsql.cli.run:2 imports {what} inside f()"]
+
+
+def test_a_nested_function_is_named() -> None:
+    code = "class C:\n    def f(self):\n        def g():\n            import numpy\n"
+    assert local_imports({"m": ast.parse(code)}) == ["m:4 imports numpy inside g()"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import numpy\nfrom flowsql.sql import parse\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flowsql.sql import parse\n",
+        "def f():\n    import duckdb\n",
+        "def f():\n    from confluent_kafka.admin import AdminClient\n",
+        "def f():\n    from google.protobuf import json_format\n",
+        "def f():\n    import matplotlib.pyplot as plt\n",
+    ],
+)
+def test_module_level_and_optional_imports_pass(code: str) -> None:
+    assert local_imports({"flowsql.cli.run": ast.parse(code)}) == []

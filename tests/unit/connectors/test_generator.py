@@ -5,8 +5,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from flowsql.connectors.generator import DEFAULT_START_MS, KINDS, make_generator
+from flowsql.connectors.generator import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_START_MS,
+    FIELDS,
+    KINDS,
+    make_generator,
+)
 from flowsql.errors import ConfigError
+from flowsql.plan import options
 
 
 def _table(kind: str = "trades", **opts: object) -> pa.Table:
@@ -95,3 +102,37 @@ def test_start_accepts_iso() -> None:
 def test_bad_options_name_the_key(kind: str, opts: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         make_generator(kind, **opts)
+
+
+def test_the_kinds_and_defaults_are_the_declared_ones() -> None:
+    assert tuple(KINDS) == options.GENERATOR_KIND.allowed
+    made = make_generator().options
+    declared = {
+        FIELDS[o]: options.get({}, o)
+        for o in FIELDS
+        if o.default is not None and o is not options.GENERATOR_START
+    }
+    assert declared == {"records": "1000000", "rate": "100000", "seed": 42}
+    assert (made.records, made.rate, made.seed) == (1_000_000, 100_000.0, 42)
+    assert made.start_ms == DEFAULT_START_MS == 1_704_067_200_000
+    assert (made.symbols, made.batch_size) == (None, DEFAULT_BATCH_SIZE)
+
+
+def test_every_declared_spelling_is_taken() -> None:
+    source = make_generator("readings", stations="7", **{"batch.size": "3"}, start_ms="0")
+    assert (source.options.symbols, source.options.batch_size, source.options.start_ms) == (7, 3, 0)
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        ({"seed": "x"}, "invalid value 'x' for 'feed.seed': allowed an integer 0 or more"),
+        ({"keys": "0"}, "invalid value '0' for 'feed.keys': allowed an integer 1 to 2147483647"),
+        ({"records": "lots"}, "invalid value 'lots' for 'feed.records': allowed a number"),
+        ({"start": "soon"}, "invalid value 'soon' for 'feed.start': allowed epoch ms or ISO-8601"),
+    ],
+)
+def test_bad_values_name_the_key_as_given(opts: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_generator(name="feed", **opts)
+    assert str(info.value) == message

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -108,3 +109,62 @@ def test_memory_source_and_sink() -> None:
     assert [b.num_rows for b in sink.batches] == [10, 10, 5]
     assert sink.table().column("a").to_pylist() == list(range(25))
     assert source.schema.names == ["a"]
+
+
+def test_generator_keys_are_read_through_the_registry() -> None:
+    statement = _statement(
+        **{
+            "trades.type": "Generator",
+            "trades.kind": "orders",
+            "trades.customers": "3",
+            "trades.batch.size": "4",
+            "trades.records": "10",
+        }
+    )
+    source = sources_for(statement, batch_size=1000)["trades"]
+    assert isinstance(source, GeneratorSource) and source.kind == "orders"
+    assert (source.options.symbols, source.options.batch_size) == (3, 4)
+    assert source.options.records == 10
+
+
+def test_generator_defaults_are_the_declared_ones() -> None:
+    source = sources_for(_statement(**{"trades.type": "generator"}), batch_size=7)["trades"]
+    assert isinstance(source, GeneratorSource)
+    assert (source.options.records, source.options.batch_size) == (1_000_000, 7)
+
+
+def test_a_job_key_that_looks_like_a_stream_key_is_left_to_the_job() -> None:
+    statement = _statement("dlq", **{"dlq.type": "generator", "dlq.path": "letters.jsonl"})
+    assert isinstance(sources_for(statement)["dlq"], GeneratorSource)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("generator:recods=5", "invalid value '5' for 'trades.recods': allowed type,"),
+        ("generator:kind=bonds", "invalid value 'bonds' for 'trades.kind': allowed trades, orders"),
+    ],
+)
+def test_a_cli_generator_key_is_checked_against_the_declared_keys(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        sources_for(_statement(), {"trades": spec})
+
+
+def test_connector_types_are_checked_against_the_source_or_sink_types() -> None:
+    with pytest.raises(ConfigError) as source:
+        sources_for(_statement(**{"trades.type": "file_sink"}))
+    assert str(source.value) == (
+        "invalid value 'file_sink' for 'trades.type': allowed file_source, generator, kafka_source"
+    )
+    with pytest.raises(ConfigError) as sink:
+        sink_for(_statement(**{"out.type": "file_source", "out.path": "x.jsonl"}))
+    assert str(sink.value).endswith("allowed file_sink, kafka_sink, stdout")
+    assert isinstance(sink_for(_statement(**{"out.type": " STDOUT"})), TableSink)
+
+
+def test_file_source_delimiter(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a\tb\n1\t2\n")
+    statement = _statement(**{"trades.path": str(path), "trades.delimiter": "tab"})
+    source = sources_for(statement)["trades"]
+    assert pa.Table.from_batches(list(source.batches())).column("b").to_pylist() == [2]

@@ -48,7 +48,7 @@ from flowsql.redaction import (
     secret_values,
     values_in_text,
 )
-from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory
+from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory, planned_for
 from flowsql.runtime.kafka_job import KafkaJob, KafkaJobSpec
 from flowsql.runtime.kafka_spec import is_kafka_job
 from flowsql.runtime.runner import run_job
@@ -179,7 +179,6 @@ def _run_plain(
     kafka_jobs: list[KafkaJob],
     letters: _Letters,
 ) -> str:
-    assert job.sink is not None, "every prepared job has its sink"
     try:
         report = run_job(
             job.statement, job.sources, job.sink, processor=job.processor, batch_size=batch_size
@@ -315,11 +314,11 @@ class _Choice:
 
 @dataclass
 class _Job:
-    """One statement, ready to run (its sink is None until it is built)."""
+    """One statement, ready to run."""
 
     statement: Statement
     sources: dict[str, Source]
-    sink: Sink | None
+    sink: Sink
     processor: JobProcessor
 
 
@@ -343,10 +342,15 @@ def _prepare(
                 statement, inputs, dead_letters=letters, batch_size=batch_size, base_dir=base_dir
             )
             statement = _bind(statement, sources)
-            processor = _processor_factory(statement, choice)(statement, letters)
             last = i == len(statements) - 1
-            jobs.append(_Job(statement, sources, None, processor))
-            jobs[-1].sink = sink_for(statement, output if last else None, console=stdout)
+            sink = sink_for(statement, output if last else None, console=stdout)
+            try:
+                statement = planned_for(statement, sink)  # a Kafka sink wants event times
+                processor = _processor_factory(statement, choice)(statement, letters)
+            except BaseException:
+                sink.abort()
+                raise
+            jobs.append(_Job(statement, sources, sink, processor))
         except (FlowSQLError, OSError) as exc:
             _abort_all(jobs)
             fail(str(exc))
@@ -569,8 +573,7 @@ def _abort_all(jobs: list[_Job], kafka_jobs: list[KafkaJob] | None = None) -> No
     """Close every processor and discard every sink's partial output; close the
     Kafka jobs' clients (their output is as far as their last checkpoint)."""
     for job in jobs:
-        if job.sink is not None:
-            job.sink.abort()
+        job.sink.abort()
         job.processor.close()
     for kafka in kafka_jobs or ():
         try:

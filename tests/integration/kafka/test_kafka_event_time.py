@@ -10,7 +10,10 @@ from typing import Any
 
 import confluent_kafka as ck
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from flowsql.cli.run import register
 from flowsql.plan.message_time import MESSAGE_TIME
 from flowsql.runtime.kafka_job import KafkaJob
 from flowsql.runtime.kafka_spec import JobStats
@@ -143,3 +146,26 @@ def test_a_plain_kafka_job_stamps_window_end_minus_one_ms(bootstrap, new_topic, 
     assert msgs and [m.timestamp()[1] for m in msgs] == [
         json.loads(m.value())["we"] - 1 for m in msgs
     ]
+
+
+def test_a_file_run_into_a_kafka_sink_stamps_event_times(bootstrap, new_topic, tmp_path):
+    """``flowsql run`` of a file into a ``kafka_sink``: the same message times as a Kafka job."""
+    out = new_topic("et-file-out", 1)
+    data = tmp_path / "trades.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in trades(300, start_ms=START_MS)))
+    sql = (
+        "CREATE STREAM out AS SELECT symbol, COUNT(*) AS n, _window_end AS we FROM trades"
+        " GROUP BY symbol WINDOW TUMBLING(ts, 1s) WITH ("
+        f" 'trades.type' = 'file_source', 'trades.path' = '{data}',"
+        f" 'out.type' = 'kafka_sink', 'out.topic' = '{out}',"
+        f" 'out.bootstrap.servers' = '{bootstrap}', 'out.format' = 'json')"
+    )
+    path = tmp_path / "job.sql"
+    path.write_text(sql)
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    msgs = read_all(bootstrap, out)
+    assert msgs and all(m.timestamp()[1] == json.loads(m.value())["we"] - 1 for m in msgs)
+    assert all(MESSAGE_TIME not in json.loads(m.value()) for m in msgs)

@@ -94,12 +94,28 @@ class Boundary:
         """Hold the boundary for one unit of the job thread; yields False when
         the job is to stop instead. Waits for pending requests first and, when
         ``blocks_when_paused``, while a pause is requested."""
-        with self._gate:
-            self._gate.wait_for(lambda: self._waiting == 0)
-        with self._resumed:
-            while blocks_when_paused and self._pause and not self.stopping.is_set():
+        go = self.enter(blocks_when_paused=blocks_when_paused)
+        try:
+            yield go
+        finally:
+            self._lock.release()
+
+    def enter(self, *, blocks_when_paused: bool = True) -> bool:
+        """:meth:`step` without the context manager, for the driver loop's hot
+        path: acquire the boundary (release it with :meth:`leave`); False when
+        the job is to stop."""
+        if self._waiting:  # read without the gate: a request missed here waits one unit
+            with self._gate:
+                self._gate.wait_for(lambda: self._waiting == 0)
+        self._lock.acquire()
+        if blocks_when_paused:
+            while self._pause and not self.stopping.is_set():
                 self._resumed.wait()
-            yield not self.stopping.is_set()
+        return not self.stopping.is_set()
+
+    def leave(self) -> None:
+        """End a unit begun with :meth:`enter`."""
+        self._lock.release()
 
     @contextmanager
     def hold(self, timeout: float | None) -> Iterator[bool]:
@@ -162,11 +178,14 @@ def pump(
     it = iter(units)
     try:
         for unit in it:
-            with boundary.step(blocks_when_paused=blocks_when_paused) as go:
+            go = boundary.enter(blocks_when_paused=blocks_when_paused)
+            try:
                 if not go:
                     return Outcome.STOPPED
                 if not work(unit):
                     return Outcome.DONE
+            finally:
+                boundary.leave()
     finally:
         if isinstance(it, Generator):
             it.close()

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from difflib import get_close_matches
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class FlowSQLError(Exception):
@@ -99,3 +103,18 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return a "did you mean 'x'?" hint for ``name`` or an empty string."""
     close = get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else ""
+
+
+class BatchError(ExecutionError):
+    """A batch raised in a partition (bad data, e.g. a CAST that fails). The
+    workers live on, as V1's engine would; the batch's outputs are dropped.
+
+    With batches in flight the error surfaces on a later call: ``batch`` is the
+    input batch that failed. ``process_batch`` raises it *before* accepting its
+    own batch, so a caller applying a failure policy handles ``exc.batch`` and
+    then gives its current batch again.
+    """
+
+    def __init__(self, message: str, batch: pa.RecordBatch | None) -> None:
+        super().__init__(message)
+        self.batch = batch

@@ -50,7 +50,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from flowsql.engine import EngineMetrics, event_time_column, report_watermarks
-from flowsql.errors import ExecutionError
+from flowsql.errors import BatchError, ExecutionError
 from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import (
     PRIOR_MAX_EVENT_TIME,
@@ -83,21 +83,6 @@ log = logging.getLogger(__name__)
 
 #: Batches each partition may have outstanding before the coordinator waits.
 DEFAULT_MAX_IN_FLIGHT = 3
-
-
-class BatchError(ExecutionError):
-    """A batch raised in a partition (bad data, e.g. a CAST that fails). The
-    workers live on, as V1's engine would; the batch's outputs are dropped.
-
-    With batches in flight the error surfaces on a later call: ``batch`` is the
-    input batch that failed. ``process_batch`` raises it *before* accepting its
-    own batch, so a caller applying a failure policy handles ``exc.batch`` and
-    then gives its current batch again.
-    """
-
-    def __init__(self, message: str, batch: pa.RecordBatch | None) -> None:
-        super().__init__(message)
-        self.batch = batch
 
 
 class PartitionedJobCoordinator:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flowsql.errors import ExecutionError
+from flowsql.errors import BatchError, ExecutionError
 from flowsql.plan import options
 from flowsql.records import DeadLetter
 
@@ -154,7 +154,7 @@ class BatchFailureHandler:
             try:
                 return flush()
             except Exception as exc:
-                if self.is_fatal(exc) or getattr(exc, "batch", None) is None:
+                if self.is_fatal(exc) or not isinstance(exc, BatchError) or exc.batch is None:
                     raise
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._earlier_batch_failed(exc, None)
@@ -164,7 +164,7 @@ class BatchFailureHandler:
         earlier batch, carried as ``exc.batch``, before taking the current one.
         The earlier batch gets the policy without retries (its rows are no
         longer in flight); True = give the current batch again."""
-        failed = getattr(exc, "batch", None)
+        failed = exc.batch if isinstance(exc, BatchError) else None
         if failed is None or failed is current:
             return False
         self.counters.failed_batches += 1

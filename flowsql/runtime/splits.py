@@ -48,7 +48,14 @@ from flowsql.engine import Engine
 from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, Merge, SplitPlan
-from flowsql.records import OFFSET, TIMESTAMP, WINDOW_END, WINDOW_START, DeadLetter
+from flowsql.records import (
+    OFFSET,
+    TIMESTAMP,
+    WINDOW_END,
+    WINDOW_START,
+    DeadLetter,
+    ListDeadLetters,
+)
 
 if TYPE_CHECKING:
     from flowsql.runtime.coordinator import PartitionedJobCoordinator
@@ -71,6 +78,12 @@ class SourceSplit(Protocol):
     def lines(self) -> int:
         """Lines (records) in the split: only counted when a later split has
         dead letters to number."""
+        ...
+
+    @property
+    def batches(self) -> tuple[int, int] | None:
+        """``(first batch size, batch size)`` of the batch-by-batch run this
+        split stands for, when its rows must be cut the same way; else None."""
         ...
 
 
@@ -208,7 +221,7 @@ def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
     data = task.split.read()
     engine = Engine(task.lower, event_time=task.event_time, job=job)
     out: list[pa.RecordBatch] = []
-    sizes = getattr(task.split, "batches", None)
+    sizes = task.split.batches
     for b in data.batches:
         if not task.batch_exact or sizes is None:
             out += engine.process(b)
@@ -221,11 +234,13 @@ def run_split(task: SplitTask, job: str) -> tuple[list[pa.RecordBatch], Any]:
     return out, (engine.metrics, letters, SplitResult(records))
 
 
-def _engine_letters(engine: Any) -> list[DeadLetter]:
+def _engine_letters(engine: Engine) -> list[DeadLetter]:
+    """Take the dead letters the split's engine collected (it was built
+    without a sink, so it keeps them in a :class:`ListDeadLetters`)."""
     sink = engine.dead_letters
-    letters = list(getattr(sink, "letters", []))
-    if letters:
-        sink.letters = []
+    if not isinstance(sink, ListDeadLetters) or not sink.letters:
+        return []
+    letters, sink.letters = list(sink.letters), []
     return letters
 
 

@@ -135,6 +135,7 @@ class BusySplit:
 
     seconds: float
     first: int
+    batches: tuple[int, int] | None = None  # rows need no cutting like a batch run
 
     def read(self) -> SplitData:
         deadline = time.monotonic() + self.seconds

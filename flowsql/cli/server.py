@@ -31,6 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "FLOWSQL_SERVER_URL"
 DEFAULT_CONFIG = Path("flowsql.yaml")
 
+JobName = Annotated[str, typer.Argument(help="Job name.")]
 ServerUrl = Annotated[
     str,
     typer.Option("--server", envvar=URL_ENV, help="Job server URL.", show_default=True),
@@ -135,47 +136,43 @@ def jobs(url: ServerUrl = DEFAULT_URL, as_json: AsJson = False) -> None:
 
 
 def status(
-    name: Annotated[str, typer.Argument(help="Job name.")],
+    name: JobName,
     url: ServerUrl = DEFAULT_URL,
     as_json: AsJson = False,
 ) -> None:
     """Show one job's status."""
-    body = _request("GET", url, f"/jobs/{name}")
-    _show(body, as_json, lambda: _status_table(body))
+    _job_request("GET", url, f"/jobs/{name}", as_json)
 
 
 def stop(
-    name: Annotated[str, typer.Argument(help="Job name.")],
+    name: JobName,
     url: ServerUrl = DEFAULT_URL,
     as_json: AsJson = False,
 ) -> None:
     """Stop a job (at a batch boundary) and remove it from the server."""
-    body = _request("DELETE", url, f"/jobs/{name}")
-    _show(body, as_json, lambda: _status_table(body))
+    _job_request("DELETE", url, f"/jobs/{name}", as_json)
 
 
 def pause(
-    name: Annotated[str, typer.Argument(help="Job name.")],
+    name: JobName,
     url: ServerUrl = DEFAULT_URL,
     as_json: AsJson = False,
 ) -> None:
     """Pause a job at the next batch boundary."""
-    body = _request("POST", url, f"/jobs/{name}/pause")
-    _show(body, as_json, lambda: _status_table(body))
+    _job_request("POST", url, f"/jobs/{name}/pause", as_json)
 
 
 def resume(
-    name: Annotated[str, typer.Argument(help="Job name.")],
+    name: JobName,
     url: ServerUrl = DEFAULT_URL,
     as_json: AsJson = False,
 ) -> None:
     """Resume a paused job."""
-    body = _request("POST", url, f"/jobs/{name}/resume")
-    _show(body, as_json, lambda: _status_table(body))
+    _job_request("POST", url, f"/jobs/{name}/resume", as_json)
 
 
 def switch(
-    name: Annotated[str, typer.Argument(help="Job name.")],
+    name: JobName,
     processor: Annotated[str, typer.Option("--processor", help="v1 or v2.")],
     partitions: Annotated[int | None, typer.Option("--partitions", help="V2 partitions.")] = None,
     url: ServerUrl = DEFAULT_URL,
@@ -185,7 +182,12 @@ def switch(
     payload: dict[str, Any] = {"processor": processor}
     if partitions is not None:
         payload["num_partitions"] = partitions
-    body = _request("PUT", url, f"/jobs/{name}/processor", json=payload)
+    _job_request("PUT", url, f"/jobs/{name}/processor", as_json, json=payload)
+
+
+def _job_request(method: str, url: str, path: str, as_json: bool, **kwargs: Any) -> None:
+    """One request about one job; show the job's status it answers with."""
+    body = _request(method, url, path, **kwargs)
     _show(body, as_json, lambda: _status_table(body))
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flowsql.cli.errors import fail
 from flowsql.connectors.dlq import JsonlDeadLetters
 from flowsql.connectors.files import FileSink, FileSource
-from flowsql.connectors.generator import GeneratorSource, make_generator
+from flowsql.connectors.generator import make_generator
 from flowsql.connectors.memory import MemorySink
 from flowsql.connectors.paths import check_sink_path
 from flowsql.connectors.registry import sink_for, sink_stream, sources_for
@@ -41,7 +40,7 @@ from flowsql.errors import FlowSQLError, did_you_mean
 from flowsql.plan import options
 from flowsql.plan.explain import explain as explain_statement
 from flowsql.plan.nodes import Statement
-from flowsql.records import SYSTEM_COLUMNS, DeadLetter
+from flowsql.records import DeadLetter
 from flowsql.redaction import (
     redact_error,
     register_secrets,
@@ -51,8 +50,8 @@ from flowsql.redaction import (
 from flowsql.runtime.factory import V1, ProcessorChoice, ProcessorFactory, factory, planned_for
 from flowsql.runtime.kafka_job import KafkaJob, KafkaJobSpec
 from flowsql.runtime.kafka_spec import is_kafka_job
-from flowsql.runtime.runner import run_job
-from flowsql.sql import bind, parse, parse_one
+from flowsql.runtime.runner import bind_sources, run_job
+from flowsql.sql import parse, parse_one
 from flowsql.sql import validate as validate_text
 
 if TYPE_CHECKING:
@@ -341,7 +340,7 @@ def _prepare(
             sources = sources_for(
                 statement, inputs, dead_letters=letters, batch_size=batch_size, base_dir=base_dir
             )
-            statement = _bind(statement, sources)
+            statement = bind_sources(statement, sources)
             last = i == len(statements) - 1
             sink = sink_for(statement, output if last else None, console=stdout)
             try:
@@ -359,22 +358,6 @@ def _prepare(
 
 #: Sources that know their columns before the job runs (a Kafka source learns them
 #: from its messages).
-_SCHEMA_SOURCES = (FileSource, GeneratorSource)
-
-
-def _bind(statement: Statement, sources: Mapping[str, Source]) -> Statement:
-    """Check the query against the inputs' columns (system columns excluded)."""
-    schemas = {}
-    for name, source in sources.items():
-        if not isinstance(source, _SCHEMA_SOURCES):
-            return statement  # a source that cannot tell its columns up front
-        keep = [f for f in source.schema if f.name not in SYSTEM_COLUMNS]
-        if not keep:
-            return statement  # an empty input: nothing to check against
-        schemas[name] = pa.schema(keep)
-    return bind(statement, schemas)
-
-
 def _processor_factory(statement: Statement, choice: _Choice) -> ProcessorFactory:
     """V1 or V2 per ``--processor``, else the ``-- @job_mode`` annotation, else V1."""
     mode = (choice.processor or statement.annotations.get("job_mode") or "v1").lower()

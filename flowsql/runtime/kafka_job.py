@@ -345,12 +345,15 @@ class KafkaJob:
         self._refresh_stats()
 
     def _subscribe(self) -> None:
+        """Join the consumer group (bounded jobs too: two jobs with one group.id
+        share the partitions instead of both reading all of them), or take the
+        partitions named in ``'<src>.partitions'``."""
         spec = self.spec
         topics = [spec.source.topic]
         if spec.repartition:
             ensure_topic(spec.source.bootstrap, spec.repartition_topic, len(self.source_partitions))
             topics.append(spec.repartition_topic)
-        if spec.source.bounded or spec.static_partitions:
+        if spec.static_partitions:
             tps = [ck.TopicPartition(t, p) for t in topics for p in self._partitions(t)]
             self.consumer.assign(self._restore(tps))
         else:

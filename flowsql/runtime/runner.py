@@ -13,15 +13,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from flowsql.connectors.base import Sink, Source
+from flowsql.connectors.files import FileSource
+from flowsql.connectors.generator import GeneratorSource
+from flowsql.connectors.memory import MemorySource
 from flowsql.engine import DEFAULT_BATCH_SIZE
 from flowsql.errors import ConfigError, ConnectorError, did_you_mean
 from flowsql.plan.nodes import Statement
-from flowsql.records import DeadLetterSink
+from flowsql.records import SYSTEM_COLUMNS, DeadLetterSink
 from flowsql.runtime.driver import Driver, Progress
 from flowsql.runtime.factory import V1, ProcessorFactory, make_processor
 from flowsql.runtime.processor import JobProcessor
 from flowsql.runtime.splits import source_splits
+from flowsql.sql import bind
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +150,25 @@ def single_source(statement: Statement, sources: Mapping[str, Source] | Source) 
         hint = did_you_mean(name, sources)
         raise ConnectorError(f"no source for '{name}'" + (f"; {hint}" if hint else ""))
     return sources[name]
+
+
+#: Sources that know their columns before the first batch is read.
+SCHEMA_SOURCES = (FileSource, GeneratorSource, MemorySource)
+
+
+def bind_sources(statement: Statement, sources: Mapping[str, Source]) -> Statement:
+    """Check the query against its inputs' columns (system columns excluded)
+    when every input knows them up front: an unknown column fails before the
+    job starts, with a hint. Otherwise the statement is returned unchecked."""
+    schemas = {}
+    for name, source in sources.items():
+        if not isinstance(source, SCHEMA_SOURCES):
+            return statement  # a source that cannot tell its columns up front
+        keep = [f for f in source.schema if f.name not in SYSTEM_COLUMNS]
+        if not keep:
+            return statement  # an empty input: nothing to check against
+        schemas[name] = pa.schema(keep)
+    return bind(statement, schemas)
 
 
 def _build_processor(

@@ -30,17 +30,18 @@ import pyarrow as pa
 
 from flowsql.connectors.base import Sink, Source
 from flowsql.connectors.dlq import JsonlDeadLetters
+from flowsql.connectors.files import FileSink, FileSource
 from flowsql.connectors.kafka.client import ck
 from flowsql.connectors.registry import sink_for, sink_stream, sources_for
 from flowsql.errors import ConfigError, ConnectorError, FlowSQLError, did_you_mean
 from flowsql.plan import options
 from flowsql.plan.nodes import Statement
-from flowsql.records import SYSTEM_COLUMNS, DeadLetter, DeadLetterSink
+from flowsql.records import DeadLetter, DeadLetterSink
 from flowsql.runtime.factory import make_processor, planned_for
 from flowsql.runtime.failures import FailurePolicy
 from flowsql.runtime.kafka_job import JobStats, KafkaJob
 from flowsql.runtime.kafka_spec import KafkaJobSpec, is_kafka_job
-from flowsql.runtime.runner import single_source
+from flowsql.runtime.runner import bind_sources, single_source
 from flowsql.runtime.worker import heartbeat_timeout
 from flowsql.server.config import (
     FileRoots,
@@ -59,7 +60,7 @@ from flowsql.server.job import (
 )
 from flowsql.server.kafka_server_job import KafkaServerJob
 from flowsql.server.savepoint import Savepoints, wants_restore
-from flowsql.sql import bind, parse
+from flowsql.sql import parse
 from flowsql.state.checkpoint import FileCheckpointStore
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ class StreamJobServer:
             source = self._source_factory(statement, letters)
             opened.append(source)
             self._check_object_paths(source, "source")
-            statement = _bind(statement, source)
+            statement = bind_sources(statement, {_from_name(statement, source): source})
             sink = self._sink_factory(statement)
             opened.append(sink)
             self._check_object_paths(sink, "sink")
@@ -406,15 +407,11 @@ class StreamJobServer:
                     if part.strip():
                         self.file_roots.check(part.strip(), key=key)
 
-    def _check_object_paths(self, connector: Any, role: str) -> None:
-        if self.file_roots is None:
-            return
-        for attr in ("path", "paths", "files"):
-            value = getattr(connector, attr, None)
-            values = value if isinstance(value, list | tuple) else [value]
-            for item in values:
-                if isinstance(item, str) or hasattr(item, "__fspath__"):
-                    self.file_roots.check(str(item), key=f"{role} {attr}")
+    def _check_object_paths(self, connector: Source | Sink, role: str) -> None:
+        """A file source or sink built by an injected factory: its file must lie
+        under the file roots too (registry connectors check it when they open)."""
+        if self.file_roots is not None and isinstance(connector, FileSource | FileSink):
+            self.file_roots.check(str(connector.path), key=f"{role} path")
 
     # -- registry defaults ----------------------------------------------------------------
 
@@ -569,15 +566,8 @@ class StreamJobServer:
         self.shutdown()
 
 
-def _bind(statement: Statement, source: Source) -> Statement:
-    """Check the query against the source's columns when it knows them up front
-    (unknown columns fail at deploy, with a hint)."""
-    schema = getattr(source, "schema", None)
-    if not isinstance(schema, pa.Schema):
-        return statement
-    keep = [f for f in schema if f.name not in SYSTEM_COLUMNS]
-    name = statement.sources[0] if statement.sources else source.name
-    return bind(statement, {name: pa.schema(keep) if keep else schema})
+def _from_name(statement: Statement, source: Source) -> str:
+    return statement.sources[0] if statement.sources else source.name
 
 
 def _is_kafka_error(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from flowsql.connectors.files import JsonlSink, JsonlSource
 from flowsql.errors import ConfigError, ExecutionError
 from flowsql.plan.nodes import Statement
 from flowsql.records import DeadLetterSink
@@ -382,6 +383,31 @@ def test_file_paths_outside_roots_are_refused(tmp_path: Path) -> None:
         for source in h.sources.values():
             source.end()
         h.server.shutdown()
+
+
+def test_an_injected_file_source_or_sink_outside_the_roots_is_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "data", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "in.jsonl").write_text('{"id": 1}\n')
+    (root / "in.jsonl").write_text('{"id": 1}\n')
+
+    def deploy(source_path: Path, sink_path: Path) -> None:
+        server = StreamJobServer(
+            ServerSettings(file_roots=[str(root)]),
+            source_factory=lambda statement, letters: JsonlSource(source_path, name="t"),
+            sink_factory=lambda statement: JsonlSink(sink_path),
+        )
+        try:
+            server.deploy("CREATE STREAM f AS SELECT id FROM t")
+        finally:
+            server.shutdown()
+
+    with pytest.raises(FileAccessError, match="source path"):
+        deploy(outside / "in.jsonl", root / "out.jsonl")
+    with pytest.raises(FileAccessError, match="sink path"):
+        deploy(root / "in.jsonl", outside / "out.jsonl")
+    deploy(root / "in.jsonl", root / "out.jsonl")
 
 
 def test_a_failing_processor_does_not_take_the_server_down(harness: Harness) -> None:

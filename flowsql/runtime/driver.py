@@ -89,6 +89,11 @@ class Boundary:
     def pause_requested(self) -> bool:
         return self._pause
 
+    @property
+    def requests_waiting(self) -> int:
+        """Control requests waiting for the unit in progress to end."""
+        return self._waiting
+
     @contextmanager
     def step(self, *, blocks_when_paused: bool = True) -> Iterator[bool]:
         """Hold the boundary for one unit of the job thread; yields False when

@@ -24,7 +24,6 @@ from rich.table import Table
 from flowsql.cli.errors import fail
 from flowsql.errors import ConfigError
 from flowsql.redaction import install_log_redaction
-from flowsql.server.api import serve
 from flowsql.server.config import CLIENT_HEADER, TOKEN_ENV, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -70,6 +69,8 @@ def server(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the job server (REST API) until interrupted."""
+    from flowsql.server.api import serve  # the web stack loads for this command only
+
     path = config if config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     overrides = _overrides(host, port, processor, partitions)
     logging.basicConfig(

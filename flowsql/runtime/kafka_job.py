@@ -644,7 +644,8 @@ class KafkaJob:
             self.commit()
         for p in partitions:
             self._drop(self.tasks.pop((p.topic, p.partition), None))
-        self._note_assignment()
+        if not self._closed:  # leaving the group at the end: status keeps the last ones
+            self._note_assignment()
 
     def _drop(self, task: Task | None) -> None:
         if task is not None and task.processor is not None:

@@ -100,6 +100,38 @@ def test_bounded_read_of_an_id_keyed_topic_has_no_late_records(
     assert stats.watermark is not None
 
 
+@pytest.mark.parametrize("choice", [V1, ProcessorChoice("v2", 2)], ids=["v1", "v2x2"])
+def test_two_bounded_jobs_in_one_group_share_the_partitions(bootstrap, new_topic, tmp_path, choice):
+    """Two processes with one group.id, bounded: together they write each window
+    once, exactly DuckDB's aggregate, and read each message once."""
+    source, out = new_topic("pt-two-in", 3), new_topic("pt-two-out", 1)
+    rows = _trades(6000)
+    produce_json(bootstrap, source, rows, key="id", partitions=_layout("keyed_by_id", len(rows)))
+    sql = job_sql(
+        SELECT,
+        bootstrap=bootstrap,
+        source=source,
+        out=out,
+        group=f"g-pt-two-{choice.version}",
+        ckpt=tmp_path,
+    )
+    jobs = [KafkaJob(parse_one(sql), processor_factory=factory(choice)) for _ in range(2)]
+    runners = [threading.Thread(target=job.run) for job in jobs]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join(120)
+    assert not any(runner.is_alive() for runner in runners)
+    assert all(job.input_ended for job in jobs)
+
+    got = sorted(
+        (r["symbol"], r["n"], r["q"], r["ws"]) for r in json_rows(read_all(bootstrap, out))
+    )
+    assert got == _duckdb_counts(rows)  # no window twice, none missing
+    assert sum(job.stats.late_records for job in jobs) == 0
+    assert sum(job.stats.records_in for job in jobs) == len(rows)
+
+
 def test_an_idle_partition_stops_holding_windows_back_and_rejoins(bootstrap, new_topic, tmp_path):
     """Partitions 0 and 1 send all along; partition 2 goes quiet. After the idle
     timeout windows close without it; when it sends again, its records within

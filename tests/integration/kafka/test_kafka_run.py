@@ -163,6 +163,13 @@ def test_rest_status_and_metrics_of_a_kafka_job(bootstrap, new_topic, tmp_path):
         assert 'flowsql_job_records_in_total{job="out"} 400.0' in metrics
         assert f'flowsql_job_kafka_partitions{{group_id="g-{out}",job="out"}} 2.0' in metrics
         assert 'flowsql_job_rebalances_total{job="out"}' in metrics
+        # a watermark per input partition, and how far the slowest one lags
+        assert set(body["partition_watermarks"]) == {"0", "1"}
+        assert body["slowest_partition"] in (0, 1) and body["slowest_partition_lag_ms"] >= 0
+        assert body["watermark_ms"] == min(body["partition_watermarks"].values())
+        for part in ("0", "1"):
+            assert f'flowsql_job_partition_watermark_ms{{job="out",partition="{part}"}}' in metrics
+        assert 'flowsql_job_slowest_partition_lag_ms{job="out",partition=' in metrics
         assert client.post("/jobs/out/pause").json()["state"] == "PAUSED"
         assert client.post("/jobs/out/resume").json()["state"] == "RUNNING"
         stopped = client.delete("/jobs/out").json()

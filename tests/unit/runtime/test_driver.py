@@ -82,7 +82,9 @@ def test_a_request_goes_ahead_of_the_next_unit() -> None:
 
     asker = threading.Thread(target=request)
     asker.start()
-    wait_until(lambda: boundary.requests_waiting == 1, "the request waits for the unit in progress", 5)
+    wait_until(
+        lambda: boundary.requests_waiting == 1, "the request waits for the unit in progress", 5
+    )
     release.set()
     asker.join(5)
     loop.join(5)

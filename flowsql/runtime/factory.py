@@ -74,6 +74,10 @@ def factory(choice: ProcessorChoice, *, event_time: str | None = None) -> Proces
     return build
 
 
+#: V1 for every statement: what a Kafka job's partition tasks run unless told.
+V1_FACTORY = factory(V1)
+
+
 def planned_for(statement: Statement, sink: Sink) -> Statement:
     """The statement as it runs into ``sink``: a Kafka sink stamps each message
     with its row's event time, so the plan keeps that time for it

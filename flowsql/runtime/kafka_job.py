@@ -72,7 +72,7 @@ from flowsql.plan import nodes as n
 from flowsql.records import DeadLetterSink
 from flowsql.runtime.commit import Checkpointer, Task
 from flowsql.runtime.driver import Boundary, Outputs, pump
-from flowsql.runtime.factory import V1, ProcessorFactory, factory, planned_for
+from flowsql.runtime.factory import V1_FACTORY, ProcessorFactory, planned_for
 from flowsql.runtime.kafka_spec import (  # noqa: F401 - is_kafka_job re-exported
     CountingLetters,
     JobStats,
@@ -115,7 +115,7 @@ class KafkaJob:
         statement: n.Statement,
         *,
         sink: Sink | None = None,
-        processor_factory: ProcessorFactory | None = None,
+        processor_factory: ProcessorFactory = V1_FACTORY,
         store: CheckpointStore | None = None,
         dead_letters: DeadLetterSink | None = None,
         stats: JobStats | None = None,
@@ -126,7 +126,7 @@ class KafkaJob:
         spec = self.spec
         self.stats = stats or JobStats()  # a restarted job carries its counters on
         self.query_id = fingerprint(repr(statement.plan))  # WITH settings may change
-        self.factory = processor_factory or factory(V1)
+        self.factory = processor_factory
         self.store = store or FileCheckpointStore(
             spec.checkpoint_dir, f"{spec.group_id}.{spec.job}"
         )
@@ -679,7 +679,7 @@ def run_kafka_job(
     statement: n.Statement,
     *,
     sink: Sink | None = None,
-    processor_factory: ProcessorFactory | None = None,
+    processor_factory: ProcessorFactory = V1_FACTORY,
     store: CheckpointStore | None = None,
 ) -> JobStats:
     """Run a Kafka job until its bounded input ends (or SIGTERM/SIGINT); return its counters."""

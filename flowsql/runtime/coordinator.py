@@ -49,7 +49,7 @@ from typing import Any, NoReturn
 
 import pyarrow as pa
 
-from flowsql.engine import EngineMetrics, event_time_column, report_watermarks
+from flowsql.engine import Engine, EngineMetrics, event_time_column, report_watermarks
 from flowsql.errors import BatchError, ExecutionError
 from flowsql.exec.compile import compile_plan
 from flowsql.exec.eventtime import (
@@ -62,12 +62,19 @@ from flowsql.exec.operator import Operator, OperatorContext
 from flowsql.exec.watermarks import SNAPSHOT_KEY, PartitionClock, partition_ids
 from flowsql.exec.windows import NO_TIME
 from flowsql.plan import nodes as n
-from flowsql.plan.partial import reads_column, split_plan
+from flowsql.plan.partial import SplitPlan, reads_column, split_plan
 from flowsql.plan.routing import routing
 from flowsql.records import OFFSET, TIMESTAMP, DeadLetterSink, ListDeadLetters
 from flowsql.runtime.ordering import output_order
 from flowsql.runtime.router import HashRouter
-from flowsql.runtime.splits import SourceSplit, SplitRun
+from flowsql.runtime.splits import (
+    SPLITS_IN_FLIGHT,
+    PartialMerge,
+    SourceSplit,
+    SplitTask,
+    as_batches,
+    shift_letter,
+)
 from flowsql.runtime.worker import (
     EngineSpec,
     PartitionError,
@@ -503,3 +510,142 @@ class PartitionedJobCoordinator:
 
 def _routing(statement: n.Statement) -> Any:
     return routing(statement)
+
+
+# -------------------------------------------------------- source-parallel runs
+
+
+class SplitRun:
+    """One source-parallel run of a coordinator's query over a list of splits.
+
+    Protocol, per split taken in input order:
+
+    1. count its records, renumber and forward its dead letters;
+    2. note ``M`` = max event time before it, then raise the max by its own;
+    3. two-phase: merge its partials (late ones, by ``M``, are counted) and emit
+       the windows the new max closes; else: its rows as they are;
+    4. push what was emitted through the upper plan, if any, and yield it.
+    """
+
+    def __init__(self, coordinator: PartitionedJobCoordinator, plan: SplitPlan) -> None:
+        self.co = coordinator
+        self.plan = plan
+        self.merge = PartialMerge(plan) if plan.two_phase else None
+        self.upper = _upper_engine(plan, coordinator) if plan.upper is not None else None
+        self.splits: list[Any] = []
+        self.line_counts: list[int] = []  # lines of splits[i], counted when first needed
+        self.worker_late = 0
+        self.upper_dead = 0
+
+    def run(self, splits: list[Any]) -> Iterator[pa.RecordBatch]:
+        co = self.co
+        self.splits = splits
+        exact = self.plan.batch_exact
+        tasks = [SplitTask(s, self.plan.lower, co.event_time, exact) for s in splits]
+        owner: dict[tuple[int, int], int] = {}  # (partition, seq) -> split index
+        results: dict[int, tuple[list[pa.RecordBatch], Any]] = {}
+        sent = taken = 0
+        while taken < len(tasks) and not self._done():
+            for w in co.workers:
+                while sent < len(tasks) and w.in_flight < min(co.max_in_flight, SPLITS_IN_FLIGHT):
+                    owner[(w.partition, co.send(w, "split", tasks[sent]))] = sent
+                    sent += 1
+            for w, (seq, out, reply) in self._receive_any():
+                results[owner.pop((w.partition, seq))] = (out, reply)
+            while taken in results and not self._done():
+                yield from self._take(taken, *results.pop(taken))
+                taken += 1
+        while any(w.in_flight for w in co.workers):  # stopped early (LIMIT): discard
+            self._receive_any()
+        yield from self._finish()
+
+    def _done(self) -> bool:
+        return self.upper is not None and self.upper.done
+
+    def _receive_any(self) -> list[tuple[Any, tuple[int, list[pa.RecordBatch], Any]]]:
+        busy = [w for w in self.co.workers if w.in_flight]
+        waited: list[Any] = [
+            *(w.conn for w in busy),
+            *(w.process.sentinel for w in self.co.workers),
+        ]
+        ready = wait(waited, self.co.tick)
+        if not ready:
+            self.co.check_workers()  # a worker that stalled fails the run
+            return []
+        got = []
+        for w in self.co.workers:
+            if w.conn in ready or w.process.sentinel in ready:
+                try:
+                    reply = w.receive(timeout=0)
+                except ExecutionError as exc:
+                    self.co.fail(exc)
+                if reply is not None:
+                    got.append((w, reply))
+        return got
+
+    def _take(self, index: int, out: list[pa.RecordBatch], reply: Any) -> Iterator[pa.RecordBatch]:
+        co, result = self.co, reply.value
+        # Step 1
+        co.metrics.records_in += result.records
+        if reply.dead_letters:
+            base = self._lines_before(index)
+            letters = [shift_letter(x, base) for x in reply.dead_letters]
+            co.metrics.dead_lettered += len(letters)
+            co.dead_letters.write(letters)
+        # Step 2
+        before = co.metrics.max_event_time
+        if reply.max_event_time is not None:
+            high = reply.max_event_time
+            co.metrics.max_event_time = high if before is None else max(before, high)
+        self.worker_late += reply.late_records
+        # Step 3
+        if self.merge is not None:
+            self.merge.add(out, before)
+            out = as_batches(self.merge.emit(co.metrics.max_event_time))
+        # Step 4
+        yield from self._emit(out)
+
+    def _lines_before(self, index: int) -> int:
+        while len(self.line_counts) < index:
+            self.line_counts.append(self.splits[len(self.line_counts)].lines())
+        return sum(self.line_counts[:index])
+
+    def _finish(self) -> Iterator[pa.RecordBatch]:
+        if self.merge is not None and not self._done():
+            yield from self._emit(as_batches(self.merge.emit(None)))
+        if self.upper is not None:
+            yield from self._emit([], flush=True)
+        self._count_late()
+
+    def _emit(
+        self, batches: list[pa.RecordBatch], *, flush: bool = False
+    ) -> Iterator[pa.RecordBatch]:
+        out = batches
+        if self.upper is not None:
+            out = [o for b in batches for o in self.upper.process(b)]
+            if flush:
+                out += self.upper.flush()
+            dead = self.upper.metrics.dead_lettered
+            self.co.metrics.dead_lettered += dead - self.upper_dead
+            self.upper_dead = dead
+        self._count_late()
+        for b in out:
+            if b.num_rows:
+                self.co.metrics.records_out += b.num_rows
+                yield b
+
+    @property
+    def _base_dead(self) -> int:
+        return self.co.metrics.dead_lettered - (
+            self.upper.metrics.dead_lettered if self.upper else 0
+        )
+
+    def _count_late(self) -> None:
+        late = self.worker_late + (self.merge.late_records if self.merge else 0)
+        late += self.upper.metrics.late_records if self.upper is not None else 0
+        self.co.metrics.late_records = late
+
+
+def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
+    assert plan.upper is not None
+    return Engine(plan.upper, dead_letters=co.dead_letters, job=co.job, stamped=True)

@@ -23,6 +23,10 @@ ranges) the coordinator hands out *splits* instead of rows:
      mins, ...); a window is emitted once the max event time of all splits
      taken passes its end + allowed lateness, exactly once, in the order
      window end, then key.
+
+This module holds the splits, the worker's side (:func:`run_split`) and the
+partial merge; the run that hands out splits and takes their results in order
+is the coordinator's (``flowsql.runtime.coordinator.SplitRun``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,10 @@ import dataclasses
 import decimal
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +48,6 @@ from flowsql.connectors.files import JsonlSource
 from flowsql.connectors.jsonl import JsonlDecoder
 from flowsql.connectors.paths import Roots, open_readable
 from flowsql.engine import Engine
-from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
 from flowsql.plan.partial import ROWS, Merge, SplitPlan
 from flowsql.records import (
@@ -56,9 +58,6 @@ from flowsql.records import (
     DeadLetter,
     ListDeadLetters,
 )
-
-if TYPE_CHECKING:
-    from flowsql.runtime.coordinator import PartitionedJobCoordinator
 
 #: Bytes per split of a JSON lines file (one bulk decode each).
 SPLIT_BYTES = 4 << 20
@@ -374,145 +373,6 @@ def as_batches(table: pa.Table | None) -> list[pa.RecordBatch]:
     if table is None or table.num_rows == 0:
         return []
     return table.combine_chunks().to_batches()
-
-
-# ------------------------------------------------------ coordinator: the run
-
-
-class SplitRun:
-    """One source-parallel run of a coordinator's query over a list of splits.
-
-    Protocol, per split taken in input order:
-
-    1. count its records, renumber and forward its dead letters;
-    2. note ``M`` = max event time before it, then raise the max by its own;
-    3. two-phase: merge its partials (late ones, by ``M``, are counted) and emit
-       the windows the new max closes; else: its rows as they are;
-    4. push what was emitted through the upper plan, if any, and yield it.
-    """
-
-    def __init__(self, coordinator: PartitionedJobCoordinator, plan: SplitPlan) -> None:
-        self.co = coordinator
-        self.plan = plan
-        self.merge = PartialMerge(plan) if plan.two_phase else None
-        self.upper = _upper_engine(plan, coordinator) if plan.upper is not None else None
-        self.splits: list[Any] = []
-        self.line_counts: list[int] = []  # lines of splits[i], counted when first needed
-        self.worker_late = 0
-        self.upper_dead = 0
-
-    def run(self, splits: list[Any]) -> Iterator[pa.RecordBatch]:
-        co = self.co
-        self.splits = splits
-        exact = self.plan.batch_exact
-        tasks = [SplitTask(s, self.plan.lower, co.event_time, exact) for s in splits]
-        owner: dict[tuple[int, int], int] = {}  # (partition, seq) -> split index
-        results: dict[int, tuple[list[pa.RecordBatch], Any]] = {}
-        sent = taken = 0
-        while taken < len(tasks) and not self._done():
-            for w in co.workers:
-                while sent < len(tasks) and w.in_flight < min(co.max_in_flight, SPLITS_IN_FLIGHT):
-                    owner[(w.partition, co.send(w, "split", tasks[sent]))] = sent
-                    sent += 1
-            for w, (seq, out, reply) in self._receive_any():
-                results[owner.pop((w.partition, seq))] = (out, reply)
-            while taken in results and not self._done():
-                yield from self._take(taken, *results.pop(taken))
-                taken += 1
-        while any(w.in_flight for w in co.workers):  # stopped early (LIMIT): discard
-            self._receive_any()
-        yield from self._finish()
-
-    def _done(self) -> bool:
-        return self.upper is not None and self.upper.done
-
-    def _receive_any(self) -> list[tuple[Any, tuple[int, list[pa.RecordBatch], Any]]]:
-        busy = [w for w in self.co.workers if w.in_flight]
-        waited: list[Any] = [
-            *(w.conn for w in busy),
-            *(w.process.sentinel for w in self.co.workers),
-        ]
-        ready = wait(waited, self.co.tick)
-        if not ready:
-            self.co.check_workers()  # a worker that stalled fails the run
-            return []
-        got = []
-        for w in self.co.workers:
-            if w.conn in ready or w.process.sentinel in ready:
-                try:
-                    reply = w.receive(timeout=0)
-                except ExecutionError as exc:
-                    self.co.fail(exc)
-                if reply is not None:
-                    got.append((w, reply))
-        return got
-
-    def _take(self, index: int, out: list[pa.RecordBatch], reply: Any) -> Iterator[pa.RecordBatch]:
-        co, result = self.co, reply.value
-        # Step 1
-        co.metrics.records_in += result.records
-        if reply.dead_letters:
-            base = self._lines_before(index)
-            letters = [shift_letter(x, base) for x in reply.dead_letters]
-            co.metrics.dead_lettered += len(letters)
-            co.dead_letters.write(letters)
-        # Step 2
-        before = co.metrics.max_event_time
-        if reply.max_event_time is not None:
-            high = reply.max_event_time
-            co.metrics.max_event_time = high if before is None else max(before, high)
-        self.worker_late += reply.late_records
-        # Step 3
-        if self.merge is not None:
-            self.merge.add(out, before)
-            out = as_batches(self.merge.emit(co.metrics.max_event_time))
-        # Step 4
-        yield from self._emit(out)
-
-    def _lines_before(self, index: int) -> int:
-        while len(self.line_counts) < index:
-            self.line_counts.append(self.splits[len(self.line_counts)].lines())
-        return sum(self.line_counts[:index])
-
-    def _finish(self) -> Iterator[pa.RecordBatch]:
-        if self.merge is not None and not self._done():
-            yield from self._emit(as_batches(self.merge.emit(None)))
-        if self.upper is not None:
-            yield from self._emit([], flush=True)
-        self._count_late()
-
-    def _emit(
-        self, batches: list[pa.RecordBatch], *, flush: bool = False
-    ) -> Iterator[pa.RecordBatch]:
-        out = batches
-        if self.upper is not None:
-            out = [o for b in batches for o in self.upper.process(b)]
-            if flush:
-                out += self.upper.flush()
-            dead = self.upper.metrics.dead_lettered
-            self.co.metrics.dead_lettered += dead - self.upper_dead
-            self.upper_dead = dead
-        self._count_late()
-        for b in out:
-            if b.num_rows:
-                self.co.metrics.records_out += b.num_rows
-                yield b
-
-    @property
-    def _base_dead(self) -> int:
-        return self.co.metrics.dead_lettered - (
-            self.upper.metrics.dead_lettered if self.upper else 0
-        )
-
-    def _count_late(self) -> None:
-        late = self.worker_late + (self.merge.late_records if self.merge else 0)
-        late += self.upper.metrics.late_records if self.upper is not None else 0
-        self.co.metrics.late_records = late
-
-
-def _upper_engine(plan: SplitPlan, co: PartitionedJobCoordinator) -> Engine:
-    assert plan.upper is not None
-    return Engine(plan.upper, dead_letters=co.dead_letters, job=co.job, stamped=True)
 
 
 def source_splits(source: Any, *, batch_size: int | None = None) -> list[JsonlSplit] | None:

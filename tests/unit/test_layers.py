@@ -90,6 +90,32 @@ def upward_imports(modules: dict[str, ast.Module]) -> list[str]:
     return upward
 
 
+def import_cycles(modules: dict[str, ast.Module]) -> list[str]:
+    """Every cycle of imports between flowsql modules, ``if TYPE_CHECKING:`` and
+    function-local imports included (each cycle once, as ``a -> b -> a``)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for importer, tree in modules.items():
+        for _, module, names in _imports(tree):
+            for target in [f"{module}.{name}" for name in names] + [module]:
+                if target in modules and target != importer:
+                    graph[importer].add(target)
+                    break
+    cycles: set[tuple[str, ...]] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                loop = path[path.index(nxt) :]
+                turn = loop.index(min(loop))
+                cycles.add(tuple(loop[turn:] + loop[:turn]))
+            elif len(path) < 12:
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    return sorted(" -> ".join([*c, c[0]]) for c in cycles)
+
+
 def _normalized(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
@@ -167,6 +193,19 @@ def test_no_private_name_is_imported_from_another_module() -> None:
 
 def test_imports_point_down_the_layers() -> None:
     assert upward_imports(MODULES) == []
+
+
+def test_no_import_loops() -> None:
+    assert import_cycles(MODULES) == []
+
+
+def test_a_planted_import_loop_is_reported() -> None:
+    planted = _planted(
+        "flowsql.runtime.splits",
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from flowsql.runtime.coordinator import SplitRun\n",
+    )
+    assert any("flowsql.runtime.splits" in cycle for cycle in import_cycles(planted))
 
 
 def test_functions_import_only_optional_dependencies() -> None:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from flowsql.errors import ExecutionError
 from flowsql.plan import nodes as n
+from flowsql.plan.routing import FALLBACK_EVENT_TIME
 from flowsql.records import SYSTEM_COLUMNS, TIMESTAMP, DeadLetter
 
 #: Per row, the watermark base before it: the max event time of all rows before
@@ -27,9 +28,8 @@ from flowsql.records import SYSTEM_COLUMNS, TIMESTAMP, DeadLetter
 #: input partitions are interleaved.
 PRIOR_MAX_EVENT_TIME = "__prior_max_event_time"
 
-#: Column names used as event time when nothing is configured and the input has
-#: no ``_timestamp`` column, in order of preference.
-FALLBACK_COLUMNS = ("timestamp", "event_time", "ts")
+#: Column names used as event time when nothing is configured, in order.
+FALLBACK_COLUMNS = FALLBACK_EVENT_TIME
 
 
 class EventTimeAssigner:

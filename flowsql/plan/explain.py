@@ -19,7 +19,7 @@ from flowsql.plan import options
 from flowsql.plan.expr import AggCall, Call, Case, Cast, Col, Expr, Lit, WinCall
 from flowsql.plan.message_time import message_time
 from flowsql.plan.partial import reads_column, split_plan
-from flowsql.plan.routing import event_time_column, routing
+from flowsql.plan.routing import FALLBACK_EVENT_TIME, event_time_column, routing
 from flowsql.records import OFFSET, TIMESTAMP
 from flowsql.redaction import redact_properties, redact_text, secret_values
 
@@ -45,10 +45,6 @@ _LATE_MEANING = {
     "drop": "dropped and counted",
     "dlq": "counted and dead-lettered",
 }
-#: What the engine falls back to when no event-time column is named, in its
-#: order (``flowsql.exec.eventtime``: ``_timestamp``, then ``FALLBACK_COLUMNS``;
-#: tests/unit/plan/test_explain_event_time.py keeps the two equal).
-FALLBACK_EVENT_TIME = ("timestamp", "event_time", "ts")
 _EMIT_MEANING = {
     "final": "one row per group (and window) when it closes / at end of input",
     "changes": "after each batch, the current row of every group that changed",

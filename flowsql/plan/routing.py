@@ -81,6 +81,12 @@ def routing(statement: n.Statement) -> Routing:
     return _with_distinct(base, nodes) if distinct is not None else base
 
 
+#: Column names used as event time when nothing is configured and the input has
+#: no ``_timestamp`` column, in order of preference (the engine and ``explain``
+#: both read them here).
+FALLBACK_EVENT_TIME = ("timestamp", "event_time", "ts")
+
+
 def event_time_column(statement: n.Statement, override: str | None = None) -> str | None:
     """The query's event-time column: the window's, else ``override`` (CLI/API),
     else WITH '<source>.event.time.field' or 'event.time.field', else None

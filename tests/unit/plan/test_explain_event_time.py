@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from flowsql.cli.run import register
 from flowsql.engine import query
-from flowsql.exec.eventtime import FALLBACK_COLUMNS
-from flowsql.plan.explain import FALLBACK_EVENT_TIME, event_time_source, explain
+from flowsql.plan.explain import event_time_source, explain
 from flowsql.plan.routing import event_time_column
 from flowsql.sql import parse_one
 
@@ -54,10 +53,6 @@ def test_without_a_named_column_it_is_timestamp_and_says_the_fallback() -> None:
     assert "watermark: not used (no event-time window: nothing closes, no record is late)" in (
         _lines("SELECT a FROM t")
     )
-
-
-def test_the_fallback_columns_are_the_engines() -> None:
-    assert FALLBACK_EVENT_TIME == FALLBACK_COLUMNS
 
 
 def test_a_kafka_source_is_its_message_timestamp() -> None:

@@ -65,6 +65,13 @@ class DeadLetterSink(Protocol):
     def write(self, letters: list[DeadLetter]) -> None: ...
 
 
+class ClosingDeadLetterSink(DeadLetterSink, Protocol):
+    """A dead-letter sink that holds something to release when its job ends
+    (a file, the job server's recent-letters buffer)."""
+
+    def close(self) -> None: ...
+
+
 class ListDeadLetters:
     """Keeps dead letters in memory (tests, the Python API)."""
 

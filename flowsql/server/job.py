@@ -39,12 +39,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from flowsql.connectors.base import Sink, Source
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
-from flowsql.records import DeadLetterSink
+from flowsql.records import ClosingDeadLetterSink, DeadLetterSink
 from flowsql.runtime.driver import Boundary, Counters, Driver, Outcome
 from flowsql.runtime.factory import make_processor
 from flowsql.runtime.failures import BatchFailureHandler, FailurePolicy, StopRequested
@@ -255,7 +255,7 @@ class Job(JobThread):
         sink: Sink,
         choice: ProcessorChoice,
         policy: FailurePolicy,
-        dead_letters: DeadLetterSink,
+        dead_letters: ClosingDeadLetterSink,
         redactor: Redactor,
         processor_factory: ProcessorFactory = make_processor,
         name: str | None = None,
@@ -639,12 +639,15 @@ def iso_time(ms: int | None) -> str | None:
         return None
 
 
-def close_quietly(thing: Any, job: str) -> None:
-    """Close ``thing`` if it can be closed; log, never raise, when closing fails."""
-    close = getattr(thing, "close", None)
-    if close is None:
-        return
+class Closeable(Protocol):
+    """What a job releases when it ends: processors, sources, sinks, clients."""
+
+    def close(self) -> None: ...
+
+
+def close_quietly(thing: Closeable, job: str) -> None:
+    """Close ``thing``; log, never raise, when closing fails."""
     try:
-        close()
+        thing.close()
     except Exception as exc:
         log.warning("job %s: closing %s failed: %s", job, type(thing).__name__, exc)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from flowsql.connectors.kafka.client import KafkaSink
 from flowsql.errors import ExecutionError, FlowSQLError
 from flowsql.plan import nodes as n
-from flowsql.records import DeadLetterSink
+from flowsql.records import ClosingDeadLetterSink
 from flowsql.runtime.factory import make_processor
 from flowsql.runtime.kafka_job import JobStats, KafkaJob
 from flowsql.runtime.kafka_job import ProcessorFactory as KafkaProcessorFactory
@@ -62,7 +62,7 @@ class KafkaServerJob(JobThread):
         *,
         kafka: KafkaJob,
         choice: ProcessorChoice,
-        dead_letters: DeadLetterSink,
+        dead_letters: ClosingDeadLetterSink,
         redactor: Redactor,
         processor_factory: ProcessorFactory = make_processor,
         name: str | None = None,

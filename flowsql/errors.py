@@ -7,16 +7,22 @@ that do not know flowsql can still catch them sensibly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from difflib import get_close_matches
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+_T = TypeVar("_T")
+
 
 class FlowSQLError(Exception):
-    """Root of every flowsql error."""
+    """Root of every flowsql error. ``line``/``column`` (1-based; 0 = unknown)
+    say where in the SQL text it is, when it is about the text."""
+
+    line: int = 0
+    column: int = 0
 
 
 class SqlSyntaxError(FlowSQLError, ValueError):
@@ -75,6 +81,42 @@ class PlanError(FlowSQLError, ValueError):
         where = f" at line {line}, column {column}" if line else ""
         tail = f"\nhint: {hint}" if hint else ""
         super().__init__(f"{message}{where}{tail}")
+
+
+class PlanErrors(PlanError):
+    """Several independent plan errors of one statement (e.g. two unknown columns).
+
+    ``errors`` lists them in source order; ``line``/``column`` are the first one's.
+    """
+
+    def __init__(self, errors: list[PlanError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, line=first.line, column=first.column, hint=first.hint)
+        self.errors = list(errors)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def raise_all(errors: list[PlanError]) -> None:
+    """Raise nothing, the one error, or :class:`PlanErrors` for several."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise PlanErrors(errors)
+
+
+def collect(errors: list[PlanError], step: Callable[..., _T], *args: object) -> _T | None:
+    """``step(*args)``, or None with its error(s) added to ``errors``: how planning
+    goes on after an error to report the independent ones too."""
+    try:
+        return step(*args)
+    except PlanErrors as err:
+        errors.extend(err.errors)
+    except PlanError as err:
+        errors.append(err)
+    return None
 
 
 class UnsupportedError(PlanError):

@@ -6,9 +6,9 @@ flushed, exactly-once when WITH asks for it) until its bounded input ends
 (``'<src>.bounded'='latest'``) or Ctrl-C/SIGTERM, which stop it cleanly with a
 final checkpoint (exit 0).
 
-Exit codes: 0 success; 1 the job failed while running (or ``validate`` found
-errors); 2 the job could not start (bad SQL, a missing input, a bad option, an
-unreachable broker) — in that case nothing is written.
+Exit codes: 0 success; 1 the job failed while running; 2 the job could not start
+(bad SQL, a missing input, a bad option, an unreachable broker) — in that case
+nothing is written — or ``validate`` found errors.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _read_sql(file: Path) -> str:
 
 def _parse(text: str) -> list[Statement]:
     try:
-        statements = parse(text)
+        statements = parse(text, annotations=True)  # the checks of 'validate'
     except FlowSQLError as exc:
         fail(redact_error(exc, values_in_text(text)))
     if not statements:
@@ -632,12 +632,15 @@ def explain(
 def validate(
     file: Annotated[Path, typer.Argument(help="SQL file.")],
 ) -> None:
-    """List every error in a SQL file with line and column; exit 1 if any."""
+    """List every error of every statement, each as FILE:LINE:COLUMN: message;
+    exit 2 if any (as 'flowsql run' would refuse to start)."""
     text = _read_sql(file)
     errors = validate_text(text)
+    secrets = values_in_text(text)
     for err in errors:
-        typer.echo(f"{file}: {redact_error(err, values_in_text(text))}", err=True)
+        where = f"{err.line}:{err.column}"
+        typer.echo(f"{file}:{where}: {redact_error(err, secrets)}", err=True)
     if errors:
         typer.echo(f"{len(errors)} error(s)", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     typer.echo(f"{file}: OK")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import replace
 from functools import singledispatch
 
 import pyarrow as pa
 
-from flowsql.errors import PlanError, UnsupportedError, did_you_mean
+from flowsql.errors import PlanError, UnsupportedError, did_you_mean, raise_all
 from flowsql.plan.expr import AggCall, Col, Expr, WinCall
 from flowsql.plan.nodes import (
     Aggregate,
@@ -32,6 +33,9 @@ from flowsql.records import KEY, OFFSET, PARTITION, TIMESTAMP, WINDOW_END, WINDO
 #: System columns every source row carries.
 SOURCE_SYSTEM_COLUMNS: tuple[str, ...] = (TIMESTAMP, KEY, PARTITION, OFFSET)
 _HIDDEN = re.compile(r"^_(agg|win|key)\d+$")
+#: Where :func:`check` collects unknown columns while :func:`bind` runs, so that
+#: every unknown column of a statement is reported, not only the first.
+_FOUND: ContextVar[list[PlanError] | None] = ContextVar("flowsql_bind_errors", default=None)
 
 
 class _Frame:
@@ -50,9 +54,17 @@ def bind(statement: Statement, schemas: Mapping[str, pa.Schema]) -> Statement:
 
     Raises:
         PlanError: an unknown stream or column, with a "did you mean" hint and
-            the position of the reference.
+            the position of the reference (:class:`~flowsql.errors.PlanErrors`
+            when several columns are unknown).
     """
-    plan, _ = _bind(statement.plan, schemas)
+    found: list[PlanError] = []
+    token = _FOUND.set(found)
+    try:
+        plan, _ = _bind(statement.plan, schemas)
+    finally:
+        _FOUND.reset(token)
+    unique = {(e.line, e.column, e.message): e for e in found}
+    raise_all([unique[k] for k in sorted(unique)])
     return replace(statement, plan=plan)
 
 
@@ -132,15 +144,23 @@ def _pass_through(node: Node, schemas: Mapping[str, pa.Schema]) -> tuple[Node, _
 
 
 def check(expr: Expr, frame: _Frame) -> None:
-    """Raise PlanError for the first column of ``expr`` the frame lacks."""
-    for col in _columns(expr):
-        if col.name not in frame.columns:
-            raise PlanError(
-                f"unknown column '{col.name}'",
-                line=col.pos.line,
-                column=col.pos.column,
-                hint=_hint(col.name, frame),
-            )
+    """A PlanError for each column of ``expr`` the frame lacks: collected while
+    :func:`bind` runs, else raised (all of them)."""
+    errors = [
+        PlanError(
+            f"unknown column '{col.name}'",
+            line=col.pos.line,
+            column=col.pos.column,
+            hint=_hint(col.name, frame),
+        )
+        for col in _columns(expr)
+        if col.name not in frame.columns
+    ]
+    found = _FOUND.get()
+    if found is None:
+        raise_all(errors)
+    else:
+        found.extend(errors)
 
 
 def _hint(name: str, frame: _Frame) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from flowsql.errors import PlanError, collect, raise_all
 from flowsql.plan.expr import AggCall, Col, Expr, Pos
 from flowsql.plan.nodes import Aggregate, EmitMode, Filter, Node
 from flowsql.records import TIMESTAMP
@@ -79,33 +80,45 @@ class Grouping:
             raise self.query.error(
                 "SELECT * cannot be used with GROUP BY or aggregates", self.query.select
             )
-        self._group_keys()
-        exprs = tuple((item.name, self._output(item.node, item.name)) for item in self.query.items)
-        having = self._having()
+        errors: list[PlanError] = []
+        self._group_keys(errors)
+        exprs = []
+        for item in self.query.items:
+            expr = collect(errors, self._output, item.node, item.name)
+            exprs.append((item.name, expr if expr is not None else Col(item.name)))
+        having = collect(errors, self._having)
+        raise_all(errors)
         plan: Node = self._aggregate(node)
         if having is not None:
             plan = Filter(plan, having)
-        return plan, exprs
+        return plan, tuple(exprs)
 
     # -- keys ---------------------------------------------------------------------
 
-    def _group_keys(self) -> None:
+    def _group_keys(self, errors: list[PlanError]) -> None:
         group = self.query.select.args.get("group")
         if group is not None and not group.expressions:
             raise self.query.error("GROUP BY needs at least one expression", group)
         for node in group.expressions if group else []:
-            target, name = self._resolve_group_item(node)
+            resolved = collect(errors, self._resolve_group_item, node)
+            if resolved is None:
+                continue
+            target, name = resolved
             if self._is_window_bound(target):
                 continue
             if isinstance(target, exp.Column):
                 name = target.name
             name = name or f"_key{len(self.keys)}"
-            expr = translate(target, self._row_scope("GROUP BY"))
-            self.keys.append(_Key(name, expr, target))
+            expr = collect(errors, translate, target, self._row_scope("GROUP BY"))
+            if expr is not None:
+                self.keys.append(_Key(name, expr, target))
 
     def _resolve_group_item(self, node: exp.Expr) -> tuple[exp.Expr, str]:
-        """GROUP BY 2 and GROUP BY alias refer to SELECT items."""
+        """GROUP BY 2 and GROUP BY alias refer to SELECT items; ``GROUP BY (expr)``
+        is ``GROUP BY expr``."""
         items = self.query.items
+        while isinstance(node, exp.Paren):
+            node = node.this
         if isinstance(node, exp.Literal) and not node.is_string:
             index = int(node.this)
             if not 1 <= index <= len(items):

@@ -6,10 +6,14 @@ Project -> [Distinct] -> [Sort] -> [Limit]``
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
 
+from flowsql.errors import PlanError, UnsupportedError, collect, raise_all
 from flowsql.plan.expr import Col, Expr, Pos
 from flowsql.plan.nodes import Distinct, Filter, Limit, Node, Project, Scan, Sort, Statement
+from flowsql.sql.diagnostics import position
 from flowsql.sql.dialect import StreamProperties, StreamWindow, WindowTable
 from flowsql.sql.exprs import Scope, translate
 from flowsql.sql.grouping import Grouping, is_grouped
@@ -49,21 +53,41 @@ def plan_statement(source: SourceStatement, select: exp.Select) -> Statement:
 
 
 def plan_select(select: exp.Select, sql: str, properties: dict[str, str]) -> Node:
-    """The plan of one SELECT; ``sql`` is the file text its positions refer to."""
+    """The plan of one SELECT; ``sql`` is the file text its positions refer to.
+
+    Independent errors (of the FROM, WHERE, each SELECT item, ORDER BY, LIMIT...)
+    are all collected: one is raised as is, several as
+    :class:`~flowsql.errors.PlanErrors`.
+    """
     query = Query(sql, select)
-    _reject_unsupported(query)
-    node = _scan(query)
-    node = _where(query, node)
-    select_items(query)
+    errors: list[PlanError] = []
+    collect(errors, _reject_unsupported, query)
+    collect(errors, _reject_subqueries, query)
+    if errors:  # a JOIN's or a subquery's parts would be reported again as the query's
+        raise_all(errors)
+    scan = collect(errors, _scan, query)
+    collect(errors, _window_time_column, query)
+    node: Node = scan if scan is not None else Scan("")
+    node = collect(errors, _where, query, node) or node
+    collect(errors, select_items, query)
+    if scan is None or len(query.items) + query.star < len(select.expressions):
+        raise_all(_in_order(errors))  # no FROM or SELECT list to check the rest against
     if is_grouped(query):
-        node, exprs = Grouping(query, properties).plan(node)
-        node = Project(node, exprs)
+        grouped = collect(errors, Grouping(query, properties).plan, node)
+        node = Project(*grouped) if grouped is not None else node
     else:
-        node = _project(query, node)
+        node = collect(errors, _project, query, node) or node
     if select.args.get("distinct"):
-        node = _distinct(query, node)
-    node = _sort(query, node)
-    return _limit(query, node)
+        node = collect(errors, _distinct, query, node) or node
+    node = collect(errors, _sort, query, node) or node
+    node = collect(errors, _limit, query, node) or node
+    raise_all(_in_order(errors))
+    return node
+
+
+def _in_order(errors: list[PlanError]) -> list[PlanError]:
+    """The errors in the order of the text (those without a position last)."""
+    return sorted(errors, key=lambda e: (e.line or 1 << 30, e.column))
 
 
 def _stream_properties(select: exp.Select) -> dict[str, str]:
@@ -79,6 +103,44 @@ def _reject_unsupported(query: Query) -> None:
         if value:
             node = value[0] if isinstance(value, list) else value
             raise query.unsupported(f"{what} is not supported", node)
+
+
+def _reject_subqueries(query: Query) -> None:
+    """A subquery anywhere but FROM (which :func:`_scan` reports) is refused here,
+    before its aggregates would make the outer query look grouped."""
+    errors: list[PlanError] = []
+    for key in ("expressions", "where", "group", "having", "order"):
+        value = query.select.args.get(key)
+        for part in value if isinstance(value, list) else [value] if value else []:
+            for node in part.find_all(exp.Select):
+                if node.find_ancestor(exp.Select) is not query.select:
+                    continue  # inside a subquery already reported
+                errors.append(_subquery_error(query, node))
+    raise_all(errors)
+
+
+_SUBQUERY_HEAD = re.compile(r"\s*SELECT\s+((DISTINCT|ALL)\s+)?", re.IGNORECASE)
+
+
+def _subquery_error(query: Query, node: exp.Select) -> UnsupportedError:
+    """The error at the subquery's opening parenthesis (sqlglot keeps no position
+    for it nor for SELECT: the one before ``SELECT [DISTINCT]`` and its first item)."""
+    starts = [int(n.meta["start"]) for n in node.walk() if n.meta and "start" in n.meta]
+    start = min(starts, default=0)
+    opening = query.sql.rfind("(", 0, start)
+    if opening >= 0 and _SUBQUERY_HEAD.fullmatch(query.sql, opening + 1, start):
+        start = opening
+    at = position(query.sql, start) if starts else Pos()
+    return UnsupportedError(_subquery_message(node), line=at.line, column=at.column)
+
+
+def _subquery_message(node: exp.Select) -> str:
+    holder = node.parent.parent if isinstance(node.parent, exp.Subquery) else node.parent
+    if isinstance(holder, exp.In):
+        return "IN (subquery) is not supported"
+    if isinstance(holder, exp.Exists):
+        return "EXISTS (subquery) is not supported"
+    return "scalar subqueries are not supported"
 
 
 # -- FROM and window ------------------------------------------------------------------
@@ -106,6 +168,17 @@ def _scan(query: Query) -> Node:
     return Scan(source.name)
 
 
+def _window_time_column(query: Query) -> None:
+    time_column = query.window.args.get("time_column") if query.window is not None else None
+    if time_column is not None and not isinstance(time_column, exp.Column):
+        raise query.unsupported(
+            f"the window time column must be a column name, not {time_column.sql()}",
+            time_column,
+            hint="compute it in an upstream statement (CREATE STREAM ... AS SELECT"
+            " expr AS ts ...) and window over that column",
+        )
+
+
 def _where(query: Query, node: Node) -> Node:
     where = query.select.args.get("where")
     if where is None:
@@ -119,9 +192,13 @@ def _where(query: Query, node: Node) -> Node:
 def _project(query: Query, node: Node) -> Node:
     windows = RowsWindows(query)
     exprs: list[tuple[str, Expr]] = []
+    errors: list[PlanError] = []
     for item in query.items:
         scope = Scope(query.sql, on_window=windows.hook(item.node, item.name), where="SELECT")
-        exprs.append((item.name, translate(item.node, scope)))
+        expr = collect(errors, translate, item.node, scope)
+        if expr is not None:
+            exprs.append((item.name, expr))
+    raise_all(errors)
     return Project(windows.node(node), tuple(exprs), star=query.star)
 
 

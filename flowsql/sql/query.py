@@ -58,8 +58,14 @@ class Query:
 
 
 def select_items(query: Query) -> None:
-    """Fill ``query.items`` and ``query.star`` from the SELECT list."""
+    """Fill ``query.items`` and ``query.star`` from the SELECT list.
+
+    Raises:
+        PlanError: an alias that names another output column too (a generated
+            name that collides is made unique instead: ``a``, ``a_1``).
+    """
     used: set[str] = set()
+    seen: dict[str, bool] = {}  # output name as written -> aliased
     for node in query.select.expressions:
         if _is_star(node):
             if query.star:
@@ -67,6 +73,13 @@ def select_items(query: Query) -> None:
             query.star = True
             continue
         name, inner, aliased = _name_of(node, query.sql)
+        if name in seen and (aliased or seen[name]):
+            raise query.error(
+                f"the SELECT list has two output columns named '{name}'",
+                node,
+                hint="give each output column its own alias",
+            )
+        seen[name] = seen.get(name, False) or aliased
         query.items.append(SelectItem(_unique(name, used), inner, aliased))
 
 
@@ -88,7 +101,7 @@ def _name_of(node: exp.Expr, sql: str) -> tuple[str, exp.Expr, bool]:
         word = sql[int(func.meta["start"]) : int(func.meta["end"]) + 1]
         if word.replace("_", "a").isalnum():
             return word.lower(), node, False
-    return node.sql(), node, False
+    return node.sql(comments=False), node, False
 
 
 def _unique(name: str, used: set[str]) -> str:

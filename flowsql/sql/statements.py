@@ -22,13 +22,14 @@ stay within bounds as well.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from flowsql.errors import SqlSyntaxError
+from flowsql.errors import ConfigError, SqlSyntaxError
 from flowsql.sql.diagnostics import error_at, from_parse_error, keyword_hint, position
 from flowsql.sql.dialect import FlowSQL
 
@@ -200,6 +201,47 @@ def annotations_before(sql: str, tokens: list[Token], previous_end: int) -> dict
     """``-- @key: value`` comments between the previous statement and this one."""
     region = sql[previous_end : tokens[0].start]
     return {m.group(1): m.group(2) for m in _ANNOTATION.finditer(region)}
+
+
+#: Annotation values every way of running a job accepts (``flowsql run`` and the
+#: server): key -> (check, what is allowed).
+_ANNOTATION_VALUES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "job_mode": (lambda v: v.strip().lower() in ("v1", "v2"), "v1, v2"),
+    "num_partitions": (
+        lambda v: v.strip().isdigit() and 1 <= int(v) <= 1024,  # as the server's
+        "an integer from 1 to 1024",
+    ),
+}
+
+
+def check_annotations(source: SourceStatement) -> None:
+    """Refuse a ``-- @job_mode`` / ``-- @num_partitions`` value no runner accepts,
+    at the annotation's line and column.
+
+    Raises:
+        AnnotationError: the first bad value.
+    """
+    for key, value in source.annotations.items():
+        check, allowed = _ANNOTATION_VALUES.get(key.lower(), (None, ""))
+        if check is None or check(value):
+            continue
+        line, column = source.line, 1
+        for match in _ANNOTATION.finditer(source.sql, 0, source.start):
+            if match.group(1) == key:  # the last one before the statement is the one kept
+                at = position(source.sql, match.start(1) - 1)
+                line, column = at.line, at.column
+        raise AnnotationError(f"{source.name}.@{key}", value, allowed, line=line, column=column)
+
+
+class AnnotationError(ConfigError):
+    """A bad ``-- @key: value`` annotation: a :class:`ConfigError` (key
+    ``<job>.@<key>``, as the server names it) with the annotation's position."""
+
+    def __init__(self, key: str, value: str, allowed: str, *, line: int, column: int) -> None:
+        self.line = line
+        self.column = column
+        super().__init__(key, value, allowed)
+        self.args = (f"{self.args[0]} at line {line}, column {column}",)
 
 
 def prepare(sql: str, tokens: list[Token], previous_end: int = 0) -> SourceStatement:

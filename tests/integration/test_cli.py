@@ -227,7 +227,7 @@ def test_csv_output(app: typer.Typer, tmp_path: Path, trades: Path) -> None:
 def test_validate_lists_errors_with_positions(app: typer.Typer, tmp_path: Path) -> None:
     bad = _sql(tmp_path, "SELECT a FROM t;\nSELECT FROM WHERE;\n", "bad.sql")
     result = _invoke(app, "validate", bad)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "line 2" in result.stderr
     good = _sql(tmp_path, WINDOWED, "good.sql")
     result = _invoke(app, "validate", good)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from flowsql.errors import PlanError, UnsupportedError, did_you_mean
@@ -48,6 +49,20 @@ _SIMPLE_FUNCS: dict[type[exp.Expr], str] = {
     exp.Lower: "lower",
     exp.Length: "length",
     exp.Coalesce: "coalesce",
+    exp.Exp: "exp",
+    exp.Ln: "ln",
+    exp.Sqrt: "sqrt",
+    exp.Cbrt: "cbrt",
+    exp.Sign: "sign",
+    exp.Sin: "sin",
+    exp.Cos: "cos",
+    exp.Tan: "tan",
+    exp.Asin: "asin",
+    exp.Acos: "acos",
+    exp.Atan: "atan",
+    exp.Degrees: "degrees",
+    exp.Radians: "radians",
+    exp.Pi: "pi",
 }
 
 #: Functions sqlglot leaves anonymous, by upper-case name.
@@ -62,6 +77,8 @@ _ANONYMOUS: dict[str, str] = {
     "CONCAT": "concat",
     "SPLIT_PART": "split_part",
     "REPLACE": "replace",
+    "LOG10": "log10",
+    "LOG2": "log2",
 }
 
 #: SQL spellings of every supported function, for "did you mean" hints.
@@ -69,6 +86,30 @@ KNOWN_FUNCTIONS: tuple[str, ...] = tuple(
     [
         "ABS",
         "ROUND",
+        "TRUNC",
+        "TRUNCATE",
+        "EXP",
+        "LN",
+        "LOG",
+        "LOG10",
+        "LOG2",
+        "SQRT",
+        "CBRT",
+        "POWER",
+        "POW",
+        "SIGN",
+        "SIN",
+        "COS",
+        "TAN",
+        "ASIN",
+        "ACOS",
+        "ATAN",
+        "ATAN2",
+        "DEGREES",
+        "RADIANS",
+        "PI",
+        "INITCAP",
+        "CONCAT_WS",
         "FLOOR",
         "CEIL",
         "CEILING",
@@ -114,6 +155,9 @@ KNOWN_FUNCTIONS: tuple[str, ...] = tuple(
         "DENSE_RANK",
     ]
 )
+
+#: The delimiter argument sqlglot fills in for a one-argument INITCAP.
+_INITCAP_DEFAULT = sqlglot.parse_one("INITCAP(x)").expression
 
 _INT_TYPES = {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINT"}
 _FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL", "DOUBLE_PRECISION"}
@@ -331,6 +375,33 @@ class _Translator:
     def round_(self, node: exp.Round) -> Expr:
         return self.call("round", node, node.this, node.args.get("decimals"))
 
+    def trunc(self, node: exp.Expr) -> Expr:
+        return self.call("trunc", node, node.this, node.args.get("decimals"))
+
+    def log(self, node: exp.Log) -> Expr:
+        # LOG(x) is base 10 (DuckDB, PostgreSQL); LOG(b, x); LOG10/LOG2 parse as LOG(10|2, x).
+        if node.expression is None:
+            return self.call("log", node, node.this)
+        base = node.this
+        if isinstance(base, exp.Literal) and not base.is_string and base.this in ("10", "2"):
+            return self.call("log10" if base.this == "10" else "log2", node, node.expression)
+        return self.call("log", node, base, node.expression)
+
+    def initcap(self, node: exp.Expr) -> Expr:
+        delimiters = node.expression
+        if delimiters is not None and delimiters != _INITCAP_DEFAULT:
+            raise self.error(UnsupportedError, "INITCAP(s, delimiters) is not supported", node)
+        return self.call("initcap", node, node.this)
+
+    def power(self, node: exp.Pow) -> Expr:
+        return self.call("power", node, node.this, node.expression)
+
+    def atan2(self, node: exp.Atan2) -> Expr:
+        return self.call("atan2", node, node.this, node.expression)
+
+    def concat_ws(self, node: exp.Expr) -> Expr:
+        return self.call("concat_ws", node, *node.expressions)
+
     def nullif(self, node: exp.Nullif) -> Expr:
         return self.call("nullif", node, node.this, node.expression)
 
@@ -343,11 +414,10 @@ class _Translator:
         return self.call("concat", node, *node.expressions)
 
     def trim(self, node: exp.Trim) -> Expr:
-        if node.expression:
-            raise self.error(UnsupportedError, "TRIM(chars FROM s) is not supported", node)
+        # TRIM([BOTH|LEADING|TRAILING] [chars] FROM s), TRIM(s, chars), LTRIM/RTRIM(s[, chars])
         side = str(node.args.get("position") or "").upper()
         fn = {"LEADING": "ltrim", "TRAILING": "rtrim"}.get(side, "trim")
-        return self.call(fn, node, node.this)
+        return self.call(fn, node, node.this, node.expression)
 
     def replace(self, node: exp.Expr) -> Expr:
         return self.call("replace", node, node.this, node.expression, node.args.get("replacement"))
@@ -440,6 +510,12 @@ _HANDLERS: dict[type[exp.Expr], Callable[[_Translator, Any], Expr]] = {
     exp.TryCast: _Translator.cast,
     exp.Round: _Translator.round_,
     exp.Nullif: _Translator.nullif,
+    exp.Trunc: _Translator.trunc,
+    exp.Log: _Translator.log,
+    exp.Initcap: _Translator.initcap,
+    exp.ConcatWs: _Translator.concat_ws,
+    exp.Pow: _Translator.power,
+    exp.Atan2: _Translator.atan2,
     exp.Substring: _Translator.substring,
     exp.Concat: _Translator.concat,
     exp.Trim: _Translator.trim,

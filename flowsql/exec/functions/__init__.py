@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from flowsql.exec.functions import arithmetic, jsonpath, logical, strings, temporal
+from flowsql.exec.functions import arithmetic, jsonpath, logical, numeric, strings, temporal
 from flowsql.exec.functions.base import Datum, Function
 
 #: Canonical name -> implementation.
 FUNCTIONS: dict[str, Function] = {
     f.name: f
-    for module in (arithmetic, logical, strings, temporal, jsonpath)
+    for module in (arithmetic, numeric, logical, strings, temporal, jsonpath)
     for f in module.FUNCTIONS
 }
 

@@ -1,4 +1,4 @@
-"""Fixtures for the Kafka tests: one Tansu broker for the whole session.
+"""Fixtures for the Kafka tests: one Tansu broker for the whole run.
 
 The broker is started before the first Kafka test and stopped after the last.
 If its binary is missing the tests fail (never skip) with the reason.
@@ -22,6 +22,16 @@ from flowsql.server.config import ServerSettings  # noqa: E402
 from flowsql.server.jobserver import StreamJobServer  # noqa: E402
 from tests.broker import Broker, BrokerUnavailable, start_broker  # noqa: E402
 from tests.integration.kafka.kafka_helpers import names  # noqa: E402
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``) every Kafka test runs on one
+    worker, so one broker serves the whole run while the other tests run beside."""
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("kafka"))
 
 
 @pytest.fixture(scope="session")
